@@ -1,0 +1,32 @@
+"""What every CLI command shares: the --config path, and Settings built once from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+
+from appliance.settings import Settings, load_settings
+
+
+@dataclass
+class CliState:
+    config_path: Path | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+
+def state(ctx: typer.Context) -> CliState:
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        root.obj = CliState()
+    return root.obj
+
+
+def settings(ctx: typer.Context) -> Settings:
+    return state(ctx).settings()

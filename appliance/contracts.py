@@ -1,0 +1,300 @@
+"""Every payload that crosses Redis between the api (Python) and the engine (Node).
+
+Python is the single source of truth: `wapp contracts export` writes the JSON Schema of
+these models (and TypeScript types generated from it) to `engine/src/generated/`; the
+engine validates every command against that schema at runtime. JSON over Redis is
+snake_case. Each message is one envelope: id, type, version, timestamp, session,
+trace_id, payload.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+CONTRACT_VERSION = 1
+
+Upstream = Literal["whatsapp", "sandbox"]
+SessionState = Literal[
+    "created",
+    "connecting",
+    "qr",
+    "pairing_code",
+    "connected",
+    "reconnecting",
+    "logged_out",
+    "failed",
+    "stopped",
+]
+MediaKind = Literal["image", "video", "audio", "voice", "document", "sticker"]
+MessageStatus = Literal["queued", "sending", "sent", "delivered", "read", "failed"]
+ReceivedKind = Literal[
+    "text",
+    "image",
+    "video",
+    "audio",
+    "voice",
+    "document",
+    "sticker",
+    "location",
+    "contact",
+    "reaction",
+    "unsupported",
+]
+# A recipient: a phone number in international form (digits only) or a full JID.
+Recipient = Annotated[str, Field(min_length=3, max_length=128, pattern=r"^(\d{5,20}|[^\s@]+@[a-z.]+)$")]
+SessionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+
+
+class Model(BaseModel):
+    # Exported in serialization mode with defaults required: whatever Python puts on
+    # Redis always carries every field, so the engine may rely on each one being there.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_serialization_defaults_required=True
+    )
+
+
+# --- payloads: commands -------------------------------------------------------------
+
+
+class PacingOverrides(Model):
+    enabled: bool | None = None
+    min_interval_s: float | None = Field(default=None, ge=0)
+    max_interval_s: float | None = Field(default=None, ge=0)
+    daily_cap: int | None = Field(default=None, ge=1)
+
+
+class SessionStartPayload(Model):
+    upstream: Upstream
+    push_name: str | None = Field(default=None, max_length=64)
+    pacing: PacingOverrides | None = None
+    # Pairing by code instead of QR needs the phone number the code is for.
+    pairing_phone: str | None = Field(default=None, pattern=r"^\d{5,20}$")
+
+
+class EmptyPayload(Model):
+    pass
+
+
+class SendTextPayload(Model):
+    message_id: uuid.UUID
+    to: Recipient
+    text: str = Field(min_length=1, max_length=65536)
+    quoted_id: uuid.UUID | None = None
+    mentions: list[Recipient] = Field(default_factory=list, max_length=256)
+
+
+class SendMediaPayload(Model):
+    message_id: uuid.UUID
+    to: Recipient
+    kind: MediaKind
+    # Exactly one source: a URL the engine downloads, or a blob the api stored on disk.
+    url: str | None = Field(default=None, max_length=4096)
+    blob_path: str | None = Field(default=None, max_length=4096)
+    mimetype: str = Field(min_length=3, max_length=255)
+    caption: str | None = Field(default=None, max_length=4096)
+    filename: str | None = Field(default=None, max_length=255)
+    quoted_id: uuid.UUID | None = None
+    mentions: list[Recipient] = Field(default_factory=list, max_length=256)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SendMediaPayload:
+        if (self.url is None) == (self.blob_path is None):
+            raise ValueError("exactly one of url and blob_path is required")
+        return self
+
+
+# --- payloads: events ---------------------------------------------------------------
+
+
+class Me(Model):
+    jid: str
+    lid: str | None = None
+    push_name: str | None = None
+
+
+class SessionStatePayload(Model):
+    state: SessionState
+    reason: str | None = None
+    reason_code: int | None = None
+    qr: str | None = None
+    qr_expires_at: datetime | None = None
+    pairing_code: str | None = None
+    me: Me | None = None
+    attempt: int | None = Field(default=None, ge=0)
+
+
+class MessageStatusPayload(Model):
+    message_id: uuid.UUID
+    status: MessageStatus
+    wa_id: str | None = None
+    recipient: str | None = None
+    code: str | None = None
+    reason: str | None = None
+
+
+class MediaInfo(Model):
+    mimetype: str
+    file_length: int | None = Field(default=None, ge=0)
+    file_sha256: str | None = None
+    filename: str | None = None
+    caption: str | None = None
+    seconds: int | None = Field(default=None, ge=0)
+
+
+class Location(Model):
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    name: str | None = None
+    address: str | None = None
+
+
+class ContactCard(Model):
+    display_name: str
+    vcard: str
+
+
+class Reaction(Model):
+    emoji: str
+    target_wa_id: str
+
+
+class Quoted(Model):
+    wa_id: str
+    participant: str | None = None
+    text: str | None = None
+
+
+class MessageReceivedPayload(Model):
+    wa_id: str
+    chat: str
+    from_pn: str | None = None
+    from_lid: str | None = None
+    push_name: str | None = None
+    sent_at: datetime
+    kind: ReceivedKind
+    text: str | None = None
+    media: MediaInfo | None = None
+    location: Location | None = None
+    contact: ContactCard | None = None
+    reaction: Reaction | None = None
+    quoted: Quoted | None = None
+    mentions: list[str] = Field(default_factory=list)
+
+
+class CommandRejectedPayload(Model):
+    command_id: str | None = None
+    command_type: str | None = None
+    code: Literal["INVALID_COMMAND", "UNKNOWN_SESSION", "UNSUPPORTED_COMMAND"]
+    reason: str
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+# --- envelopes ----------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class EnvelopeBase(Model):
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    version: Literal[1] = CONTRACT_VERSION
+    timestamp: datetime = Field(default_factory=_now)
+    session: SessionName | None = None
+    trace_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=64)
+
+
+class SessionStartCommand(EnvelopeBase):
+    type: Literal["session_start"] = "session_start"
+    session: SessionName
+    payload: SessionStartPayload
+
+
+class SessionStopCommand(EnvelopeBase):
+    type: Literal["session_stop"] = "session_stop"
+    session: SessionName
+    payload: EmptyPayload = EmptyPayload()
+
+
+class SessionLogoutCommand(EnvelopeBase):
+    type: Literal["session_logout"] = "session_logout"
+    session: SessionName
+    payload: EmptyPayload = EmptyPayload()
+
+
+class SessionRestartCommand(EnvelopeBase):
+    type: Literal["session_restart"] = "session_restart"
+    session: SessionName
+    payload: EmptyPayload = EmptyPayload()
+
+
+class SendTextCommand(EnvelopeBase):
+    type: Literal["send_text"] = "send_text"
+    session: SessionName
+    payload: SendTextPayload
+
+
+class SendMediaCommand(EnvelopeBase):
+    type: Literal["send_media"] = "send_media"
+    session: SessionName
+    payload: SendMediaPayload
+
+
+class SessionStateEvent(EnvelopeBase):
+    type: Literal["session.state"] = "session.state"
+    session: SessionName
+    payload: SessionStatePayload
+
+
+class MessageStatusEvent(EnvelopeBase):
+    type: Literal["message.status"] = "message.status"
+    session: SessionName
+    payload: MessageStatusPayload
+
+
+class MessageReceivedEvent(EnvelopeBase):
+    type: Literal["message.received"] = "message.received"
+    session: SessionName
+    payload: MessageReceivedPayload
+
+
+class CommandRejectedEvent(EnvelopeBase):
+    type: Literal["command.rejected"] = "command.rejected"
+    payload: CommandRejectedPayload
+
+
+Command = Annotated[
+    SessionStartCommand
+    | SessionStopCommand
+    | SessionLogoutCommand
+    | SessionRestartCommand
+    | SendTextCommand
+    | SendMediaCommand,
+    Field(discriminator="type"),
+]
+Event = Annotated[
+    SessionStateEvent | MessageStatusEvent | MessageReceivedEvent | CommandRejectedEvent,
+    Field(discriminator="type"),
+]
+
+COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+class EngineHeartbeat(Model):
+    """The value of the engine's heartbeat key, refreshed every interval with a TTL."""
+
+    pid: int
+    upstream: Upstream
+    started_at: datetime
+    uptime_s: float = Field(ge=0)
+    rss_bytes: int = Field(ge=0)
+    heap_used_bytes: int = Field(ge=0)
+    heap_total_bytes: int = Field(ge=0)
+    sessions: int = Field(ge=0)
+    loop_lag_ms: float = Field(ge=0)
+    node_version: str

