@@ -298,3 +298,19 @@ class EngineHeartbeat(Model):
     sessions: int = Field(ge=0)
     loop_lag_ms: float = Field(ge=0)
     node_version: str
+
+
+class EngineRuntimeConfig(Model):
+    """What `wapp engine` hands the Node process (env `WAPP_ENGINE_CONFIG`, JSON).
+
+    Built from Settings by the Python side so the engine never parses TOML itself; the
+    engine validates it once at start against the exported schema.
+    """
+
+    upstream: Upstream
+    redis_url: str
+    log_level: Literal["debug", "info", "warning", "error"]
+    data_dir: str
+    master_key_file: str
+    heartbeat_interval_s: float = Field(gt=0)
+    heartbeat_ttl_s: float = Field(gt=0)

@@ -13,7 +13,12 @@ from typing import Any
 import orjson
 
 from appliance import redis_keys
-from appliance.contracts import COMMAND_ADAPTER, EVENT_ADAPTER, EngineHeartbeat
+from appliance.contracts import (
+    COMMAND_ADAPTER,
+    EVENT_ADAPTER,
+    EngineHeartbeat,
+    EngineRuntimeConfig,
+)
 from appliance.errors import CommandFailed
 from appliance.node import wheel_node
 from appliance.paths import ENGINE_DIR
@@ -46,6 +51,7 @@ def schemas() -> dict[str, dict[str, Any]]:
         "Command": _clean({**command, "title": "Command"}),
         "Event": _clean({**event, "title": "Event"}),
         "EngineHeartbeat": _clean(heartbeat),
+        "EngineRuntimeConfig": _clean(EngineRuntimeConfig.model_json_schema(mode="serialization")),
     }
 
 
@@ -76,6 +82,7 @@ def render() -> dict[str, bytes]:
         "command.schema.json": _dump(all_schemas["Command"]),
         "event.schema.json": _dump(all_schemas["Event"]),
         "heartbeat.schema.json": _dump(all_schemas["EngineHeartbeat"]),
+        "engine-config.schema.json": _dump(all_schemas["EngineRuntimeConfig"]),
         "redis-keys.json": _dump(redis_keys.TEMPLATES),
         "contracts.ts": _typescript(all_schemas),
     }

@@ -171,7 +171,7 @@ export class SimContact {
    */
   private serialize<T>(key: string, op: () => Promise<T>): Promise<T> {
     const prev = this.queues.get(key) ?? Promise.resolve();
-    const next = prev.then(op, op);
+    const next = prev.then(op); // prev never rejects: it is a tail below
     const tail = next.catch(() => undefined);
     this.queues.set(key, tail);
     void tail.then(() => {

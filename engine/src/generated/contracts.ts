@@ -231,3 +231,19 @@ sessions: number
 loop_lag_ms: number
 node_version: string
 }
+
+/**
+ * What `wapp engine` hands the Node process (env `WAPP_ENGINE_CONFIG`, JSON).
+ * 
+ * Built from Settings by the Python side so the engine never parses TOML itself; the
+ * engine validates it once at start against the exported schema.
+ */
+export interface EngineRuntimeConfig {
+upstream: ("whatsapp" | "sandbox")
+redis_url: string
+log_level: ("debug" | "info" | "warning" | "error")
+data_dir: string
+master_key_file: string
+heartbeat_interval_s: number
+heartbeat_ttl_s: number
+}
