@@ -26,6 +26,13 @@ export interface EncryptedMedia {
 
 const sha256 = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest();
 
+/** Baileys' getMediaKeys, with macKey made non-optional (its type allows absence; it always sets it). */
+async function mediaKeys(mediaKey: Uint8Array, mediaType: MediaType): Promise<{ iv: Uint8Array; cipherKey: Uint8Array; macKey: Uint8Array }> {
+  const { iv, cipherKey, macKey } = await getMediaKeys(mediaKey, mediaType);
+  if (!macKey) throw new ContactError('bad_media', `no mac key derived for media type "${mediaType}"`);
+  return { iv, cipherKey, macKey };
+}
+
 function macOf(macKey: Uint8Array, iv: Uint8Array, ciphertext: Uint8Array): Buffer {
   return createHmac('sha256', macKey).update(iv).update(ciphertext).digest().subarray(0, MAC_LENGTH);
 }
@@ -37,7 +44,7 @@ export async function encryptMedia(
   mediaKey: Uint8Array = randomBytes(32),
 ): Promise<EncryptedMedia> {
   if (mediaKey.length !== 32) throw new ContactError('bad_media', `mediaKey must be 32 bytes, got ${mediaKey.length}`);
-  const { iv, cipherKey, macKey } = await getMediaKeys(mediaKey, mediaType);
+  const { iv, cipherKey, macKey } = await mediaKeys(mediaKey, mediaType);
   const aes = createCipheriv('aes-256-cbc', cipherKey, iv);
   const ciphertext = Buffer.concat([aes.update(plaintext), aes.final()]);
   const encrypted = Buffer.concat([ciphertext, macOf(macKey, iv, ciphertext)]);
@@ -74,7 +81,7 @@ export async function decryptMedia(
   if (expect.fileEncSha256 && !sha256(encrypted).equals(Buffer.from(expect.fileEncSha256))) {
     throw new ContactError('bad_media', 'media blob does not match fileEncSha256');
   }
-  const { iv, cipherKey, macKey } = await getMediaKeys(mediaKey, mediaType);
+  const { iv, cipherKey, macKey } = await mediaKeys(mediaKey, mediaType);
   const ciphertext = encrypted.subarray(0, encrypted.length - MAC_LENGTH);
   const mac = encrypted.subarray(encrypted.length - MAC_LENGTH);
   if (!timingSafeEqual(macOf(macKey, iv, ciphertext), mac)) {
