@@ -5,7 +5,14 @@ from __future__ import annotations
 import typer
 
 
+_registered: set[int] = set()
+
+
 def register(app: typer.Typer) -> None:
+    # Idempotent: `run()` and tests may both ask for the full command tree.
+    if id(app) in _registered:
+        return
+    _registered.add(id(app))
     from appliance.cli import config_cmd, contracts_cmd
 
     config_cmd.register(app)

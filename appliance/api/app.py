@@ -1,0 +1,50 @@
+"""`create_app(settings)`: the FastAPI application, built from Settings passed in."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from appliance.api.errors import install_error_handlers
+from appliance.api.middleware import TraceMiddleware
+from appliance.api.routes import health
+from appliance.api.state import AppState
+from appliance.db.engine import create_db_engine
+from appliance.redis_client import create_redis
+from appliance.settings import Settings
+
+DESCRIPTION = """
+wapp drives many WhatsApp numbers ("sessions") from one small box.
+
+Every error has one shape:
+`{"success": false, "error": {"code": "UPPER_SNAKE", "message": "...", "details": {}}}`.
+JSON bodies are camelCase.
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = create_db_engine(settings)
+        redis = create_redis(settings)
+        app.state.wapp = AppState(settings=settings, db=db, redis=redis)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await db.dispose()
+
+    app = FastAPI(
+        title="wapp",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    app.add_middleware(TraceMiddleware)
+    app.include_router(health.router)
+    return app

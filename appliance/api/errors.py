@@ -1,0 +1,105 @@
+"""The one place errors become HTTP responses, all in the single error shape.
+
+Services raise `WappError`s; FastAPI's own 404/405/422 and anything unexpected are
+converted here too, so a client never sees another body.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic.alias_generators import to_camel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from appliance.errors import (
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+    WappError,
+)
+
+log = logging.getLogger("appliance.api")
+
+_BY_STATUS: dict[int, type[WappError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+    422: ValidationFailed,
+}
+
+
+class OrjsonResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(exc: WappError) -> OrjsonResponse:
+    headers = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return OrjsonResponse(exc.to_body(), status_code=exc.status, headers=headers)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    # ("body", "pairing_phone") -> "body.pairingPhone": the client sent camelCase.
+    return ".".join(to_camel(str(part)) if isinstance(part, str) else str(part) for part in loc)
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": _field_path(tuple(err.get("loc", ()))), "message": str(err.get("msg", ""))}
+        for err in exc.errors()
+    ]
+
+
+async def _on_wapp_error(_: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, WappError)
+    return error_response(exc)
+
+
+async def _on_validation_error(_: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, RequestValidationError)
+    fields = _validation_details(exc)
+    first = fields[0] if fields else {"field": "request", "message": "invalid"}
+    return error_response(
+        ValidationFailed(f"{first['field']}: {first['message']}", details={"fields": fields})
+    )
+
+
+async def _on_http_error(request: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    cls = _BY_STATUS.get(exc.status_code)
+    if exc.status_code == 404:
+        return error_response(NotFound(f"no route {request.method} {request.url.path}"))
+    if exc.status_code == 405:
+        return error_response(
+            MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        )
+    if cls is not None:
+        return error_response(cls(str(exc.detail)))
+    body = WappError(str(exc.detail)).to_body()
+    body["error"]["code"] = "HTTP_ERROR"
+    return OrjsonResponse(body, status_code=exc.status_code)
+
+
+async def _on_unexpected(_: Request, exc: Exception) -> OrjsonResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(WappError("internal error; see the api log for this trace id"))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(WappError, _on_wapp_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,27 @@
+"""What the running api holds: built once in the lifespan, reached through dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from appliance.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: AsyncEngine
+    redis: aioredis.Redis
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.wapp
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]

@@ -1,0 +1,16 @@
+"""The api side's Redis client, built from Settings (managed unix socket or external url)."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from appliance.settings import Settings
+
+
+def create_redis(settings: Settings) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=5,
+        socket_timeout=10,
+        health_check_interval=30,
+    )
