@@ -151,7 +151,7 @@ export class ContactSignalStore implements SignalStorage {
 
   hasOpenSession(address: string): boolean {
     const rec = this.sessions.get(address);
-    return rec !== undefined && SessionRecord.deserialize(structuredClone(rec)).haveOpenSession();
+    return rec !== undefined && SessionRecord.deserialize(rec).haveOpenSession();
   }
 
   deleteSession(address: string): boolean {
@@ -189,8 +189,9 @@ export class ContactSignalStore implements SignalStorage {
 
   loadSession(id: string): SessionRecordInstance | undefined {
     const rec = this.sessions.get(id);
-    // structuredClone so libsignal's mutations never reach the stored copy.
-    return rec === undefined ? undefined : SessionRecord.deserialize(structuredClone(rec));
+    // deserialize builds fresh objects (keys are decoded from base64), so
+    // libsignal's mutations never reach the stored copy.
+    return rec === undefined ? undefined : SessionRecord.deserialize(rec);
   }
 
   storeSession(id: string, record: SessionRecordInstance): void {
