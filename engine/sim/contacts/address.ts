@@ -46,6 +46,14 @@ export function signalAddressFor(deviceJid: string, lidForPn: LidForPn): SignalA
   } else {
     throw new ContactError('bad_address', `unsupported server in ${deviceJid}: only @lid and @s.whatsapp.net`);
   }
+  return lidAddress(lidUser, device);
+}
+
+/** The address of device `device` of the account whose LID user part is `lidUser`. */
+export function lidAddress(lidUser: string, device: number): SignalAddress {
+  if (!/^\d+$/.test(lidUser) || !Number.isInteger(device) || device < 0) {
+    throw new ContactError('bad_address', `bad LID device ${JSON.stringify(lidUser)}:${device}`);
+  }
   return `${lidUser}_${LID_DOMAIN}.${device}`;
 }
 

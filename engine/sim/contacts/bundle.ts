@@ -79,12 +79,12 @@ export function toLibsignalBundle(bundle: WireKeyBundle): LibsignalDeviceBundle 
 const bytes = (u: Uint8Array): Buffer => Buffer.from(u);
 
 /**
- * The `<user jid=..>` child of an `iq encrypt get <key>` reply for one device,
- * exactly as Baileys' `parseAndInjectE2ESessions` reads it:
+ * The children of one device's `<user jid=..>` in an `iq encrypt get <key>`
+ * reply, exactly as Baileys' `parseAndInjectE2ESessions` reads them:
  * registration (4 bytes BE), type (05), identity (32), skey{id(3),value(32),signature(64)},
  * and key{id(3),value(32)} only when a one-time prekey is left.
  */
-export function keyBundleUserNode(jid: string, bundle: WireKeyBundle): BinaryNode {
+export function keyBundleNodes(bundle: WireKeyBundle): BinaryNode[] {
   const content: BinaryNode[] = [
     { tag: 'registration', attrs: {}, content: bytes(encodeBigEndian(bundle.registrationId, 4)) },
     { tag: 'type', attrs: {}, content: Buffer.from(KEY_BUNDLE_TYPE) },
@@ -109,5 +109,10 @@ export function keyBundleUserNode(jid: string, bundle: WireKeyBundle): BinaryNod
       ],
     });
   }
-  return { tag: 'user', attrs: { jid }, content };
+  return content;
+}
+
+/** `<user jid=..>` with `keyBundleNodes` inside; `jid` must be the one the client asked for. */
+export function keyBundleUserNode(jid: string, bundle: WireKeyBundle): BinaryNode {
+  return { tag: 'user', attrs: { jid }, content: keyBundleNodes(bundle) };
 }

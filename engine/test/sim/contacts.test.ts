@@ -32,6 +32,7 @@ import {
   ContactError,
   encryptMedia,
   keyBundleUserNode,
+  lidAddress,
   mediaMessage,
   signalAddressFor,
   SimContact,
@@ -136,6 +137,7 @@ describe('signal addresses', () => {
     assert.equal(signalAddressFor(A_LID_DEVICE, lidForPn), `${A.lid}_1.1`);
     assert.equal(signalAddressFor(A_PN_DEVICE, lidForPn), `${A.lid}_1.1`);
     assert.equal(signalAddressFor(`${A.lid}@lid`, lidForPn), `${A.lid}_1.0`);
+    assert.equal(lidAddress(A.lid, A.device), A_ADDR);
   });
 
   it('refuses a PN with no known LID and a non-user JID', () => {
