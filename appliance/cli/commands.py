@@ -13,7 +13,8 @@ def register(app: typer.Typer) -> None:
     if id(app) in _registered:
         return
     _registered.add(id(app))
-    from appliance.cli import config_cmd, contracts_cmd
+    from appliance.cli import config_cmd, contracts_cmd, init_cmd
 
     config_cmd.register(app)
     contracts_cmd.register(app)
+    init_cmd.register(app)
