@@ -11,56 +11,56 @@
 // second form would need a new pkmsg and the first session's ratchet would be
 // orphaned. Why Baileys' spelling: the same device then has the same address
 // string on both sides, which keeps logs and stores comparable.
-import { jidDecode } from '@whiskeysockets/baileys';
-import { ContactError } from './errors.js';
-import { ProtocolAddress } from './libsignal.js';
+import { jidDecode } from '@whiskeysockets/baileys'
+import { ContactError } from './errors.js'
+import { ProtocolAddress } from './libsignal.js'
 
 /** A Signal address string `<name>.<device>`, e.g. `111_1.3`. */
-export type SignalAddress = string;
+export type SignalAddress = string
 
 /**
  * Maps a PN user JID (`15550001@s.whatsapp.net`, no device) to its LID user JID
  * (`111@lid`), or undefined when the account is unknown.
  */
-export type LidForPn = (pnUserJid: string) => string | undefined;
+export type LidForPn = (pnUserJid: string) => string | undefined
 
-const LID_DOMAIN = 1;
+const LID_DOMAIN = 1
 
 /** The Signal address a contact uses for the device `deviceJid` (PN or LID form). */
 export function signalAddressFor(deviceJid: string, lidForPn: LidForPn): SignalAddress {
-  const decoded = jidDecode(deviceJid);
-  if (!decoded?.user) throw new ContactError('bad_address', `not a device JID: ${JSON.stringify(deviceJid)}`);
-  const device = decoded.device ?? 0;
-  let lidUser: string;
-  if (decoded.server === 'lid') {
-    lidUser = decoded.user;
-  } else if (decoded.server === 's.whatsapp.net') {
-    const lid = lidForPn(`${decoded.user}@s.whatsapp.net`);
-    const lidDecoded = lid === undefined ? undefined : jidDecode(lid);
-    if (!lidDecoded?.user || lidDecoded.server !== 'lid') {
-      // Refuse rather than fall back to a PN-named session: a PN session would
-      // silently split one device's ratchet into two (see the rule above).
-      throw new ContactError('bad_address', `no LID known for ${deviceJid} (lookup gave ${String(lid)})`);
-    }
-    lidUser = lidDecoded.user;
-  } else {
-    throw new ContactError('bad_address', `unsupported server in ${deviceJid}: only @lid and @s.whatsapp.net`);
-  }
-  return lidAddress(lidUser, device);
+	const decoded = jidDecode(deviceJid)
+	if (!decoded?.user) throw new ContactError('bad_address', `not a device JID: ${JSON.stringify(deviceJid)}`)
+	const device = decoded.device ?? 0
+	let lidUser: string
+	if (decoded.server === 'lid') {
+		lidUser = decoded.user
+	} else if (decoded.server === 's.whatsapp.net') {
+		const lid = lidForPn(`${decoded.user}@s.whatsapp.net`)
+		const lidDecoded = lid === undefined ? undefined : jidDecode(lid)
+		if (!lidDecoded?.user || lidDecoded.server !== 'lid') {
+			// Refuse rather than fall back to a PN-named session: a PN session would
+			// silently split one device's ratchet into two (see the rule above).
+			throw new ContactError('bad_address', `no LID known for ${deviceJid} (lookup gave ${String(lid)})`)
+		}
+		lidUser = lidDecoded.user
+	} else {
+		throw new ContactError('bad_address', `unsupported server in ${deviceJid}: only @lid and @s.whatsapp.net`)
+	}
+	return lidAddress(lidUser, device)
 }
 
 /** The address of device `device` of the account whose LID user part is `lidUser`. */
 export function lidAddress(lidUser: string, device: number): SignalAddress {
-  if (!/^\d+$/.test(lidUser) || !Number.isInteger(device) || device < 0) {
-    throw new ContactError('bad_address', `bad LID device ${JSON.stringify(lidUser)}:${device}`);
-  }
-  return `${lidUser}_${LID_DOMAIN}.${device}`;
+	if (!/^\d+$/.test(lidUser) || !Number.isInteger(device) || device < 0) {
+		throw new ContactError('bad_address', `bad LID device ${JSON.stringify(lidUser)}:${device}`)
+	}
+	return `${lidUser}_${LID_DOMAIN}.${device}`
 }
 
 /** Parses an address string, turning libsignal's bare Error into a ContactError. */
 export function parseSignalAddress(address: SignalAddress): InstanceType<typeof ProtocolAddress> {
-  if (!/^[^.]+\.\d+$/.test(address)) {
-    throw new ContactError('bad_address', `not a Signal address (name.device): ${JSON.stringify(address)}`);
-  }
-  return ProtocolAddress.from(address);
+	if (!/^[^.]+\.\d+$/.test(address)) {
+		throw new ContactError('bad_address', `not a Signal address (name.device): ${JSON.stringify(address)}`)
+	}
+	return ProtocolAddress.from(address)
 }
