@@ -74,7 +74,7 @@ async def check_readiness(settings: Settings, db: AsyncEngine, redis: aioredis.R
         _guarded("redis", asyncio.ensure_future(_redis(redis))),
     ]
     checks += [
-        _guarded(f"engine_{upstream}", asyncio.ensure_future(_engine(redis, upstream)))
+        _guarded(f"engine.{upstream}", asyncio.ensure_future(_engine(redis, upstream)))
         for upstream in expected_engines(settings)
     ]
     results = await asyncio.gather(*checks)
