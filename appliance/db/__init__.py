@@ -1,0 +1,1 @@
+"""The database: tables (`models`), engine and sessions (`engine`), migrations (`migrate`)."""

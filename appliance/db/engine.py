@@ -1,0 +1,102 @@
+"""The async engine, its session makers, and the readiness ping.
+
+SQLite discipline (style.md): WAL, `busy_timeout`, `foreign_keys=ON` on every
+connection, and `BEGIN IMMEDIATE` for transactions that may write. A deferred
+transaction that reads and then writes can hit SQLITE_BUSY on its lock upgrade without
+waiting for `busy_timeout` (the waiting would deadlock); taking the write lock at BEGIN
+makes concurrent writers queue on `busy_timeout` instead. Read-only work can use
+`create_sessionmaker(engine, read_only=True)`, which begins DEFERRED and so does not
+queue behind writers in WAL mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from appliance.errors import ConfigError
+from appliance.settings import Settings
+
+# Execution option read by the `begin` listener: how a SQLite transaction starts.
+SQLITE_BEGIN = "wapp_sqlite_begin"
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_db_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
+    """The engine for `settings.database_url`; connects lazily (no I/O here)."""
+    try:
+        url = make_url(settings.database_url)
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigError(
+            f"database.url is not a valid database URL: {exc}", details={"field": "database.url"}
+        ) from exc
+    if url.get_backend_name() == "sqlite":
+        engine = create_async_engine(url, pool_size=settings.database.pool_size, **kwargs)
+        _sqlite_discipline(engine, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=settings.database.pool_size,
+        # A restarted Postgres must not leave /readyz failing on dead pooled connections.
+        pool_pre_ping=True,
+        **kwargs,
+    )
+
+
+def _sqlite_discipline(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # The driver must not open transactions itself: its implicit BEGIN is DEFERRED
+        # and it would defeat `foreign_keys`, which is a no-op inside a transaction.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # busy_timeout first: switching a new file to WAL needs a lock that a
+            # concurrent first connection may hold.
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            # Safe with WAL: a power cut may lose the last commits, never corrupt.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_sessionmaker(
+    engine: AsyncEngine, *, read_only: bool = False
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions for services. `read_only=True` skips SQLite's write lock (no effect on Postgres).
+
+    `expire_on_commit=False`: rows stay readable after commit, which async code needs
+    (an expired attribute would need I/O on access).
+    """
+    bind = engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"}) if read_only else engine
+    return async_sessionmaker(bind, expire_on_commit=False)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """`SELECT 1`; raises the driver's error when the database cannot answer."""
+    # DEFERRED: a readiness probe must not queue behind SQLite writers.
+    async with engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"}).connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))

@@ -1,0 +1,125 @@
+"""Schema migrations (alembic), configured in code from Settings.
+
+`upgrade` is idempotent and safe to run concurrently: on Postgres an advisory lock
+serialises runners, on SQLite the migration's `BEGIN IMMEDIATE` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from appliance.db.engine import SQLITE_BEGIN, create_db_engine
+from appliance.errors import ConfigError, ServiceUnavailable
+from appliance.paths import MIGRATIONS_DIR
+from appliance.settings import Settings
+
+# Arbitrary, fixed: the key of the Postgres advisory lock held while migrating.
+_PG_MIGRATION_LOCK = 0x77617070  # "wapp"
+
+# Postgres SQLSTATE classes that mean the URL is wrong rather than the server down:
+# 28 = invalid authorization (user, password), 3D = invalid catalog name (database).
+_CONFIG_SQLSTATE_CLASSES = ("28", "3D")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _safe_url(settings: Settings) -> str:
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def database_errors(settings: Settings) -> Iterator[None]:
+    """Map connection failures to our errors: a wrong URL is configuration (exit 3)."""
+    try:
+        yield
+    except (OperationalError, InterfaceError, DBAPIError) as exc:
+        sqlstate = str(getattr(exc.orig, "sqlstate", "") or "")
+        where = _safe_url(settings)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if sqlstate[:2] in _CONFIG_SQLSTATE_CLASSES or "unable to open database file" in reason:
+            raise ConfigError(
+                f"database.url: cannot use {where}: {reason}", details={"field": "database.url"}
+            ) from exc
+        raise ServiceUnavailable(f"database {where} is unavailable: {reason}") from exc
+    except OSError as exc:
+        raise ServiceUnavailable(
+            f"database {_safe_url(settings)} is unreachable: {exc.strerror or exc}"
+        ) from exc
+
+
+def _sqlite_path(settings: Settings) -> Path | None:
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+async def upgrade(settings: Settings, revision: str = "head") -> str | None:
+    """Migrate the database to `revision`; returns the revision it is at afterwards."""
+    sqlite_file = _sqlite_path(settings)
+    if sqlite_file is not None:
+        try:
+            sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"database.url: cannot create {sqlite_file.parent}: {exc.strerror}",
+                details={"field": "database.url"},
+            ) from exc
+    engine = create_db_engine(settings)
+    try:
+        with database_errors(settings):
+            async with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    await conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                    )
+                await conn.run_sync(_upgrade, revision)
+            return await _current(engine)
+    finally:
+        await engine.dispose()
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    command.upgrade(alembic_config(connection), revision)
+
+
+async def current(settings: Settings) -> str | None:
+    """The revision the database is at; None for a database never migrated."""
+    sqlite_file = _sqlite_path(settings)
+    if sqlite_file is not None and not sqlite_file.exists():
+        # Connecting would create an empty file: asking must not change anything.
+        return None
+    engine = create_db_engine(settings)
+    try:
+        with database_errors(settings):
+            return await _current(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _current(engine: AsyncEngine) -> str | None:
+    async with engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"}).connect() as conn:
+        return await conn.run_sync(
+            lambda sync_conn: MigrationContext.configure(sync_conn).get_current_revision()
+        )
