@@ -45,7 +45,9 @@ ReceivedKind = Literal[
     "unsupported",
 ]
 # A recipient: a phone number in international form (digits only) or a full JID.
-Recipient = Annotated[str, Field(min_length=3, max_length=128, pattern=r"^(\d{5,20}|[^\s@]+@[a-z.]+)$")]
+Recipient = Annotated[
+    str, Field(min_length=3, max_length=128, pattern=r"^(\d{5,20}|[^\s@]+@[a-z.]+)$")
+]
 SessionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 
 
@@ -202,7 +204,7 @@ def _now() -> datetime:
 
 class EnvelopeBase(Model):
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
-    version: Literal[1] = CONTRACT_VERSION
+    version: Literal[1] = 1
     timestamp: datetime = Field(default_factory=_now)
     session: SessionName | None = None
     trace_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=64)

@@ -32,9 +32,9 @@ def _clean(node: Any, *, is_property: bool = False) -> Any:
     """
     if isinstance(node, dict):
         return {
-            k: _clean(v, is_property=False) if k != "properties" else {
-                name: _clean(prop, is_property=True) for name, prop in v.items()
-            }
+            k: _clean(v, is_property=False)
+            if k != "properties"
+            else {name: _clean(prop, is_property=True) for name, prop in v.items()}
             for k, v in node.items()
             if k != "discriminator" and not (is_property and k == "title")
         }

@@ -22,7 +22,9 @@ def node_major(node: Path) -> int:
     out = subprocess.run([str(node), "--version"], capture_output=True, text=True, timeout=30)
     match = re.match(r"v(\d+)\.", out.stdout.strip())
     if out.returncode != 0 or match is None:
-        raise ConfigError(f"engine.node_path: {node} does not run as node", details={"field": "engine.node_path"})
+        raise ConfigError(
+            f"engine.node_path: {node} does not run as node", details={"field": "engine.node_path"}
+        )
     return int(match.group(1))
 
 
@@ -39,7 +41,8 @@ def find_node(configured: str | None) -> Path:
     major = node_major(path)
     if major < MIN_NODE_MAJOR:
         raise ConfigError(
-            f"engine.node_path: {configured} is Node {major}; wapp needs Node {MIN_NODE_MAJOR} or newer",
+            f"engine.node_path: {configured} is Node {major};"
+            f" wapp needs Node {MIN_NODE_MAJOR} or newer",
             details={"field": "engine.node_path", "major": major},
         )
     return path

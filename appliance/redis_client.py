@@ -8,9 +8,10 @@ from appliance.settings import Settings
 
 
 def create_redis(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
+    client: aioredis.Redis = aioredis.Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=5,
         socket_timeout=10,
         health_check_interval=30,
     )
+    return client

@@ -203,7 +203,9 @@ class Settings(BaseSettings):
 
 def resolve_config_path(explicit: Path | None = None) -> Path | None:
     """`--config`, then `WAPP_CONFIG`, then /etc/wapp/config.toml, then ./config.toml."""
-    chosen = explicit or (Path(os.environ["WAPP_CONFIG"]) if os.environ.get("WAPP_CONFIG") else None)
+    chosen = explicit or (
+        Path(os.environ["WAPP_CONFIG"]) if os.environ.get("WAPP_CONFIG") else None
+    )
     if chosen is not None:
         if not chosen.is_file():
             raise ConfigError(f"config file {chosen} does not exist", details={"file": str(chosen)})

@@ -3,5 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.settings",
+    "tests.fixtures.stack",
+    "tests.fixtures.database",
     "tests.fixtures.api",
 ]

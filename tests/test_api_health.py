@@ -17,8 +17,15 @@ from tests.fixtures.settings import MakeSettings
 
 async def beat(redis: aioredis.Redis, upstream: Upstream = "whatsapp", ttl_ms: int = 15000) -> None:
     heartbeat = EngineHeartbeat(
-        pid=1234, upstream=upstream, started_at=datetime.now(UTC), uptime_s=1.0,
-        rss_bytes=1, heap_used_bytes=1, heap_total_bytes=1, sessions=0, loop_lag_ms=0.5,
+        pid=1234,
+        upstream=upstream,
+        started_at=datetime.now(UTC),
+        uptime_s=1.0,
+        rss_bytes=1,
+        heap_used_bytes=1,
+        heap_total_bytes=1,
+        sessions=0,
+        loop_lag_ms=0.5,
         node_version="v24.19.0",
     )
     await redis.set(engine_heartbeat_key(upstream), heartbeat.model_dump_json(), px=ttl_ms)
@@ -31,7 +38,8 @@ def assert_error_shape(body: dict[str, object], code: str) -> None:
     assert isinstance(error, dict)
     assert set(error) == {"code", "message", "details"}
     assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["message"], str)
+    assert error["message"]
 
 
 async def test_healthz_answers_while_nothing_else_is_up(api_client: httpx.AsyncClient) -> None:
@@ -80,7 +88,9 @@ async def test_readyz_calls_an_unreadable_heartbeat_not_ready(
     await redis.set(engine_heartbeat_key("whatsapp"), b"{not json", px=10000)
     response = await api_client.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["error"]["details"]["checks"]["engine.whatsapp"] == "heartbeat unreadable"
+    assert (
+        response.json()["error"]["details"]["checks"]["engine.whatsapp"] == "heartbeat unreadable"
+    )
 
 
 async def test_readyz_with_the_sandbox_enabled_needs_both_engines(
@@ -122,7 +132,9 @@ async def test_readyz_names_the_database_when_it_is_unreachable(
     assert response.json()["error"]["message"] == "not ready: database"
 
 
-async def test_an_unknown_route_answers_404_in_the_error_shape(api_client: httpx.AsyncClient) -> None:
+async def test_an_unknown_route_answers_404_in_the_error_shape(
+    api_client: httpx.AsyncClient,
+) -> None:
     response = await api_client.get("/v1/nothing-here")
     assert response.status_code == 404
     assert_error_shape(response.json(), "NOT_FOUND")
@@ -204,6 +216,8 @@ async def test_openapi_is_served_with_the_probes(api_client: httpx.AsyncClient) 
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
-async def test_probes_reject_a_body_method_with_405(api_client: httpx.AsyncClient, path: str) -> None:
+async def test_probes_reject_a_body_method_with_405(
+    api_client: httpx.AsyncClient, path: str
+) -> None:
     response = await api_client.delete(path)
     assert response.status_code == 405

@@ -18,7 +18,8 @@ WAPP = Path(sys.executable).parent / "wapp"
 
 def test_init_local_writes_a_valid_config_and_a_private_master_key(tmp_path: Path) -> None:
     result = init_local(tmp_path / "config.toml", data_dir=tmp_path / "data")
-    assert result.config_created and result.master_key_created
+    assert result.config_created
+    assert result.master_key_created
     settings = load_settings(result.config_path)
     assert settings.data_dir == (tmp_path / "data").resolve()
     assert settings.sandbox.enabled
@@ -32,7 +33,8 @@ def test_init_local_twice_changes_nothing(tmp_path: Path) -> None:
     config = first.config_path.read_bytes()
     key = first.master_key_path.read_bytes()
     second = init_local(tmp_path / "config.toml", data_dir=tmp_path / "data")
-    assert not second.config_created and not second.master_key_created
+    assert not second.config_created
+    assert not second.master_key_created
     assert first.config_path.read_bytes() == config
     assert first.master_key_path.read_bytes() == key
 

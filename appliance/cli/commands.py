@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-
 _registered: set[int] = set()
 
 
@@ -13,8 +12,22 @@ def register(app: typer.Typer) -> None:
     if id(app) in _registered:
         return
     _registered.add(id(app))
-    from appliance.cli import config_cmd, contracts_cmd, init_cmd
+    from appliance.cli import (
+        api_cmd,
+        config_cmd,
+        contracts_cmd,
+        db_cmd,
+        engine_cmd,
+        init_cmd,
+        keys_cmd,
+        stack_cmd,
+    )
 
     config_cmd.register(app)
     contracts_cmd.register(app)
     init_cmd.register(app)
+    keys_cmd.register(app)
+    db_cmd.register(app)
+    stack_cmd.register(app)
+    api_cmd.register(app)
+    engine_cmd.register(app)

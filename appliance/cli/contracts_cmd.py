@@ -15,14 +15,17 @@ def register(app: typer.Typer) -> None:
 
     @group.command("export")
     def export(
-        check: bool = typer.Option(False, "--check", help="Only verify the committed files are fresh."),
+        check: bool = typer.Option(
+            False, "--check", help="Only verify the committed files are fresh."
+        ),
     ) -> None:
         """Write JSON Schema and TypeScript types to engine/src/generated/."""
         if check:
             stale = contracts_export.stale_files(GENERATED_DIR)
             if stale:
                 raise CommandFailed(
-                    f"generated contracts are stale: {', '.join(stale)}; run `wapp contracts export`"
+                    "generated contracts are stale: "
+                    f"{', '.join(stale)}; run `wapp contracts export`"
                 )
             Console().print("generated contracts are up to date")
             return

@@ -28,7 +28,10 @@ app = typer.Typer(
 def main(
     ctx: typer.Context,
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="Config file (default: $WAPP_CONFIG, /etc/wapp/config.toml, ./config.toml).",
+        None,
+        "--config",
+        "-c",
+        help="Config file (default: $WAPP_CONFIG, /etc/wapp/config.toml, ./config.toml).",
     ),
 ) -> None:
     state(ctx).config_path = config

@@ -1,0 +1,16 @@
+"""The import-string entry point for uvicorn worker processes (`[api] workers > 1`).
+
+`wapp api` sets WAPP_CONFIG to the config file it was given; each worker builds its
+Settings from it, once, here.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from appliance.api.app import create_app
+from appliance.settings import load_settings
+
+
+def app_factory() -> FastAPI:
+    return create_app(load_settings())
