@@ -1,0 +1,7 @@
+"""The supervised stack: supervisord running redis-server, `wapp api` and `wapp engine`.
+
+`layout` says where files live, `programs` what runs, `render` writes the configs,
+`supervisor` talks XML-RPC to a running supervisord, `control` starts and stops it,
+`logs` reads the programs' log files; `engine_process` and `api_process` are what the
+`wapp engine` and `wapp api` programs run.
+"""

@@ -1,0 +1,47 @@
+"""What the `api` program runs: uvicorn serving `create_app(settings)`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import uvicorn
+
+from appliance.errors import CommandFailed
+from appliance.settings import Settings
+
+# Seconds uvicorn waits for open requests after SIGTERM; supervisord waits longer.
+GRACEFUL_SHUTDOWN_S = 10
+CONFIG_ENV = "WAPP_CONFIG"
+
+
+def serve(settings: Settings, *, config_path: Path | None) -> None:
+    api = settings.api
+    log_level = settings.general.log_level
+    if api.workers == 1:
+        from appliance.api.app import create_app
+
+        config = uvicorn.Config(
+            app=create_app(settings),
+            host=api.host,
+            port=api.port,
+            log_level=log_level,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
+        server = uvicorn.Server(config)
+        server.run()
+        if not server.started:
+            raise CommandFailed("the api did not start; the lines above say why")
+        return
+    # Worker processes import the app themselves, each building Settings from the same file.
+    if config_path is not None:
+        os.environ[CONFIG_ENV] = str(config_path)
+    uvicorn.run(
+        "appliance.api.asgi:app_factory",
+        factory=True,
+        workers=api.workers,
+        host=api.host,
+        port=api.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )

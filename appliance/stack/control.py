@@ -1,0 +1,119 @@
+"""Starting and stopping supervisord: `wapp up` and `wapp down` without the printing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from appliance.db.migrate import upgrade
+from appliance.errors import CommandFailed
+from appliance.settings import Settings
+from appliance.stack.layout import StackLayout
+from appliance.stack.logs import last_lines
+from appliance.stack.programs import find_tools
+from appliance.stack.render import write_configs
+from appliance.stack.rpc import ProgramStatus, StackStatus, Supervisor, connect
+
+# supervisord only leaves these by itself: FATAL after its start retries, and the rest
+# when something stopped the program on purpose.
+_GIVEN_UP = {"FATAL", "STOPPED", "EXITED", "UNKNOWN"}
+LOG_TAIL_LINES = 20
+
+
+def prepare(settings: Settings, *, config_path: Path | None, workdir: Path) -> StackLayout:
+    """Render the configs, create the data dir's folders, bring the database schema up to date."""
+    layout = write_configs(settings, find_tools(settings), config_path=config_path, workdir=workdir)
+    asyncio.run(upgrade(settings))
+    return layout
+
+
+def _argv(layout: StackLayout, *, foreground: bool) -> list[str]:
+    argv = [sys.executable, "-m", "supervisor.supervisord", "-c", str(layout.supervisord_conf)]
+    return [*argv, "-n"] if foreground else argv
+
+
+def run_foreground(layout: StackLayout) -> None:
+    """Replace this process with supervisord, so signals from a terminal or systemd reach it."""
+    running = connect(layout)
+    if running is not None:
+        raise CommandFailed(
+            f"the stack is already running (supervisord pid {running.pid()}); `wapp down` first"
+        )
+    argv = _argv(layout, foreground=True)
+    os.execv(argv[0], argv)
+
+
+def start_detached(layout: StackLayout, *, timeout_s: float) -> tuple[StackStatus, bool]:
+    """Start supervisord in the background (unless it runs) and wait until every program runs.
+
+    Returns the status and whether this call started supervisord. On failure the stack this
+    call started is shut down again, so `wapp up -d` either leaves a running stack or none.
+    """
+    supervisor = connect(layout)
+    started = supervisor is None
+    if supervisor is None:
+        proc = subprocess.run(
+            _argv(layout, foreground=False), capture_output=True, text=True, timeout=60
+        )
+        supervisor = connect(layout)
+        if proc.returncode != 0 or supervisor is None:
+            output = (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"
+            raise CommandFailed(f"supervisord did not start: {output}")
+    try:
+        return _wait_running(supervisor, timeout_s=timeout_s), started
+    except CommandFailed:
+        if started:
+            stop(supervisor)
+        raise
+
+
+def _wait_running(supervisor: Supervisor, *, timeout_s: float) -> StackStatus:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = supervisor.status()
+        if status.healthy:
+            return status
+        failed = [p for p in status.programs if p.state in _GIVEN_UP]
+        if failed or time.monotonic() > deadline:
+            bad = failed or [p for p in status.programs if not p.running]
+            raise CommandFailed(_failure_report(supervisor.layout, bad, timed_out=not failed))
+        time.sleep(0.2)
+
+
+def _failure_report(layout: StackLayout, programs: list[ProgramStatus], *, timed_out: bool) -> str:
+    named = ", ".join(
+        f"{p.name} ({p.state}{': ' + p.description if p.description else ''})" for p in programs
+    )
+    lines = [f"programs did not reach RUNNING{' in time' if timed_out else ''}: {named}"]
+    for program in programs:
+        log = layout.program_log(program.name)
+        lines.append(f"--- last lines of {log} ---")
+        lines += last_lines(log, LOG_TAIL_LINES) or ["(empty)"]
+    return "\n".join(lines)
+
+
+def stop(supervisor: Supervisor, *, timeout_s: float = 120.0) -> int:
+    """Shut supervisord down (it stops every program first) and wait for it to exit."""
+    pid = supervisor.pid()
+    supervisor.shutdown()
+    try:
+        psutil.Process(pid).wait(timeout=timeout_s)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired as exc:
+        raise CommandFailed(
+            f"supervisord (pid {pid}) still runs {timeout_s:.0f} s after shutdown"
+        ) from exc
+    return pid
+
+
+def down(layout: StackLayout) -> int | None:
+    """Stop the stack; the pid of the supervisord that stopped, or None when none ran."""
+    supervisor = connect(layout)
+    return None if supervisor is None else stop(supervisor)
