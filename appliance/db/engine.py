@@ -67,10 +67,14 @@ def _sqlite_discipline(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            # busy_timeout first: switching a new file to WAL needs a lock that a
-            # concurrent first connection may hold.
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            cursor.execute("PRAGMA journal_mode=WAL")
+            # WAL is a property of the file and sticks. Switching needs an exclusive
+            # lock and can fail at once (no busy wait) when several first connections
+            # race, so `migrate.upgrade` switches it beforehand and this only fixes up
+            # a file made some other way.
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             # Safe with WAL: a power cut may lose the last commits, never corrupt.
             cursor.execute("PRAGMA synchronous=NORMAL")
@@ -83,6 +87,15 @@ def _sqlite_discipline(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine and pool, but SQLite transactions begin DEFERRED (no write lock).
+
+    For work that only reads: it does not queue behind writers, and several can run
+    side by side. A write in such a transaction may fail with "database is locked".
+    """
+    return engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
+
+
 def create_sessionmaker(
     engine: AsyncEngine, *, read_only: bool = False
 ) -> async_sessionmaker[AsyncSession]:
@@ -91,12 +104,11 @@ def create_sessionmaker(
     `expire_on_commit=False`: rows stay readable after commit, which async code needs
     (an expired attribute would need I/O on access).
     """
-    bind = engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"}) if read_only else engine
-    return async_sessionmaker(bind, expire_on_commit=False)
+    return async_sessionmaker(reader(engine) if read_only else engine, expire_on_commit=False)
 
 
 async def ping(engine: AsyncEngine) -> None:
     """`SELECT 1`; raises the driver's error when the database cannot answer."""
     # DEFERRED: a readiness probe must not queue behind SQLite writers.
-    async with engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"}).connect() as conn:
+    async with reader(engine).connect() as conn:
         await conn.execute(sa.text("SELECT 1"))

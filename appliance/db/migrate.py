@@ -6,6 +6,9 @@ serialises runners, on SQLite the migration's `BEGIN IMMEDIATE` does.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +22,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from appliance.db.engine import SQLITE_BEGIN, create_db_engine
+from appliance.db.engine import create_db_engine, reader
 from appliance.errors import ConfigError, ServiceUnavailable
 from appliance.paths import MIGRATIONS_DIR
 from appliance.settings import Settings
@@ -86,6 +89,9 @@ async def upgrade(settings: Settings, revision: str = "head") -> str | None:
                 f"database.url: cannot create {sqlite_file.parent}: {exc.strerror}",
                 details={"field": "database.url"},
             ) from exc
+        await asyncio.to_thread(
+            _switch_to_wal, sqlite_file, settings.database.sqlite_busy_timeout_ms / 1000
+        )
     engine = create_db_engine(settings)
     try:
         with database_errors(settings):
@@ -98,6 +104,29 @@ async def upgrade(settings: Settings, revision: str = "head") -> str | None:
             return await _current(engine)
     finally:
         await engine.dispose()
+
+
+def _switch_to_wal(path: Path, timeout_s: float) -> None:
+    """Put the SQLite file in WAL mode before anything else connects to it.
+
+    The switch fails at once, without waiting on busy_timeout, while another connection
+    is switching too (two `wapp db upgrade` on a fresh install); retrying resolves it.
+    """
+    deadline = time.monotonic() + max(timeout_s, 1.0)
+    while True:
+        try:
+            conn = sqlite3.connect(path, timeout=timeout_s)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            finally:
+                conn.close()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise ConfigError(
+                    f"database.url: cannot use {path}: {exc}", details={"field": "database.url"}
+                ) from exc
+            time.sleep(0.01)
 
 
 def _upgrade(connection: Connection, revision: str) -> None:
@@ -119,7 +148,7 @@ async def current(settings: Settings) -> str | None:
 
 
 async def _current(engine: AsyncEngine) -> str | None:
-    async with engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"}).connect() as conn:
+    async with reader(engine).connect() as conn:
         return await conn.run_sync(
             lambda sync_conn: MigrationContext.configure(sync_conn).get_current_revision()
         )
