@@ -94,8 +94,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pid, state, uptime and RSS of every program; exit 1 unless all are RUNNING."""
         layout = StackLayout.of(settings(ctx))
+        current = None
         supervisor = connect(layout)
-        current = None if supervisor is None else supervisor.status()
+        if supervisor is not None:
+            with supervisor:
+                current = supervisor.status()
         if as_json:
             body: dict[str, object] = {"running": False, "supervisord_pid": None, "programs": []}
             if current is not None:

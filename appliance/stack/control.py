@@ -42,8 +42,10 @@ def run_foreground(layout: StackLayout) -> None:
     """Replace this process with supervisord, so signals from a terminal or systemd reach it."""
     running = connect(layout)
     if running is not None:
+        with running:
+            pid = running.pid()
         raise CommandFailed(
-            f"the stack is already running (supervisord pid {running.pid()}); `wapp down` first"
+            f"the stack is already running (supervisord pid {pid}); `wapp down` first"
         )
     argv = _argv(layout, foreground=True)
     os.execv(argv[0], argv)
@@ -65,12 +67,13 @@ def start_detached(layout: StackLayout, *, timeout_s: float) -> tuple[StackStatu
         if proc.returncode != 0 or supervisor is None:
             output = (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"
             raise CommandFailed(f"supervisord did not start: {output}")
-    try:
-        return _wait_running(supervisor, timeout_s=timeout_s), started
-    except CommandFailed:
-        if started:
-            stop(supervisor)
-        raise
+    with supervisor:
+        try:
+            return _wait_running(supervisor, timeout_s=timeout_s), started
+        except CommandFailed:
+            if started:
+                stop(supervisor)
+            raise
 
 
 def _wait_running(supervisor: Supervisor, *, timeout_s: float) -> StackStatus:
@@ -116,4 +119,7 @@ def stop(supervisor: Supervisor, *, timeout_s: float = 120.0) -> int:
 def down(layout: StackLayout) -> int | None:
     """Stop the stack; the pid of the supervisord that stopped, or None when none ran."""
     supervisor = connect(layout)
-    return None if supervisor is None else stop(supervisor)
+    if supervisor is None:
+        return None
+    with supervisor:
+        return stop(supervisor)

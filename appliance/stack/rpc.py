@@ -41,11 +41,19 @@ class StackStatus:
 class Supervisor:
     def __init__(self, layout: StackLayout) -> None:
         self.layout = layout
+        self._transport = SupervisorTransport(None, None, layout.supervisor_url)
         # The host part is ignored: the transport talks to the unix socket.
-        self._proxy = xmlrpc.client.ServerProxy(
-            "http://127.0.0.1",
-            transport=SupervisorTransport(None, None, layout.supervisor_url),
-        )
+        self._proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=self._transport)
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        # The transport keeps one connection open across calls.
+        self._transport.close()
 
     @property
     def rpc(self) -> Any:
@@ -77,6 +85,7 @@ def connect(layout: StackLayout) -> Supervisor | None:
         supervisor.pid()
     except OSError:
         # A socket file left by a killed supervisord refuses connections.
+        supervisor.close()
         return None
     return supervisor
 

@@ -1,0 +1,115 @@
+"""A real stack: `wapp up -d`, every program RUNNING, a killed engine healed, `wapp down`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar, cast
+
+import httpx
+import psutil
+import redis
+
+from appliance.contracts import EngineHeartbeat
+from appliance.redis_keys import engine_heartbeat_key
+from appliance.settings import load_settings
+from appliance.stack.layout import StackLayout
+from appliance.stack.rpc import StackStatus, Supervisor, connect
+from tests.fixtures.stack import StackDir
+
+T = TypeVar("T")
+
+
+def _eventually(probe: Callable[[], T | None], *, within_s: float, what: str) -> T:
+    deadline = time.monotonic() + within_s
+    while True:
+        found = probe()
+        if found is not None:
+            return found
+        assert time.monotonic() < deadline, f"not within {within_s} s: {what}"
+        time.sleep(0.1)
+
+
+@contextmanager
+def _supervisor(stack: StackDir) -> Iterator[Supervisor]:
+    supervisor = connect(StackLayout.of(load_settings(stack.config)))
+    assert supervisor is not None
+    with supervisor:
+        yield supervisor
+
+
+def _pid(status: StackStatus, name: str) -> int:
+    (program,) = [p for p in status.programs if p.name == name]
+    assert program.pid is not None
+    return program.pid
+
+
+def _engine_restarted(supervisor: Supervisor, old_pid: int) -> Callable[[], int | None]:
+    def probe() -> int | None:
+        status = supervisor.status()
+        (engine,) = [p for p in status.programs if p.name == "engine"]
+        return engine.pid if engine.running and engine.pid not in (None, old_pid) else None
+
+    return probe
+
+
+def test_up_runs_every_program_heals_a_killed_engine_and_down_leaves_no_process(
+    running_stack: StackDir,
+) -> None:
+    listed = running_stack.wapp("status")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    for name in ("redis", "api", "engine"):
+        assert name in listed.stdout
+    with _supervisor(running_stack) as supervisor:
+        before = supervisor.status()
+        assert sorted(p.name for p in before.programs) == ["api", "engine", "redis"]
+        assert all(p.state == "RUNNING" and p.rss_bytes for p in before.programs)
+
+        engine_pid = _pid(before, "engine")
+        os.kill(engine_pid, signal.SIGKILL)
+        new_engine = _eventually(
+            _engine_restarted(supervisor, engine_pid), within_s=20, what="engine restarted"
+        )
+    assert running_stack.wapp("status").returncode == 0
+
+    pids = [before.supervisord_pid, new_engine, *(p.pid for p in before.programs if p.pid)]
+    down = running_stack.wapp("down")
+    assert down.returncode == 0, down.stderr
+    assert [pid for pid in pids if psutil.pid_exists(pid) and pid != engine_pid] == []
+    assert running_stack.processes() == []
+    assert running_stack.wapp("status").returncode == 1
+
+
+def test_readyz_recovers_by_itself_after_the_engine_is_killed(running_stack: StackDir) -> None:
+    ready_url = f"http://127.0.0.1:{running_stack.api_port}/readyz"
+    settings = load_settings(running_stack.config)
+    store = redis.Redis(unix_socket_path=str(settings.redis_socket_path))
+
+    def heartbeat_pid() -> int | None:
+        raw = cast("bytes | None", store.get(engine_heartbeat_key("whatsapp")))
+        return None if raw is None else EngineHeartbeat.model_validate_json(raw).pid
+
+    def readyz() -> int:
+        try:
+            return httpx.get(ready_url, timeout=2).status_code
+        except httpx.TransportError:
+            return 0
+
+    with _supervisor(running_stack) as supervisor, store:
+        _eventually(lambda: readyz() == 200 or None, within_s=15, what="/readyz 200")
+        engine_pid = _pid(supervisor.status(), "engine")
+        assert heartbeat_pid() == engine_pid
+
+        os.kill(engine_pid, signal.SIGKILL)
+        new_pid = _eventually(
+            _engine_restarted(supervisor, engine_pid), within_s=20, what="engine restarted"
+        )
+        # Ready again, and on the strength of the new engine's heartbeat, not the dead one's.
+        _eventually(
+            lambda: (heartbeat_pid() == new_pid and readyz() == 200) or None,
+            within_s=20,
+            what="/readyz 200 with the new engine's heartbeat",
+        )
