@@ -26,7 +26,7 @@ export class Conn {
 	device?: Device
 	clientStatic?: Buffer
 	/** Registration-phase data (what the unpaired companion announced). */
-	registration?: proto.ClientPayload.IDevicePairingData & { pushName?: string | null }
+	registration?: proto.ClientPayload.IDevicePairingRegistrationData & { pushName?: string | null }
 	readonly connectedAt = Date.now()
 	private readonly reader = new FrameReader()
 	private readonly noise: NoiseResponder

@@ -1,0 +1,218 @@
+import { performance } from 'node:perf_hooks'
+import { getBinaryNodeChild, getBinaryNodeChildren, jidDecode, type BinaryNode } from '@whiskeysockets/baileys'
+import type { Conn } from './conn.js'
+import { S_WA, unixNow, type SimContext } from './context.js'
+import type { Account, Device } from './store.js'
+
+/** Per-device offline queue bound; beyond it the oldest stanzas are dropped. */
+const MAX_QUEUE = 5000
+/** How many (sender, message id) pairs are remembered for de-duplication. */
+const MAX_SEEN = 200_000
+
+/** Someone the simulator plays itself (a simulated contact) rather than a Baileys device. */
+export interface ExternalPeers {
+	/** Known user part (PN or LID) -> its phone and LID. */
+	resolve(user: string, server: string): { phone: string; lid: string; pushName?: string } | undefined
+	/** An account sent this contact a message (one `<enc>` addressed to the contact's device). */
+	onMessage(contact: { phone: string; lid: string }, from: { account: Account; device: Device; viaLid: boolean }, stanza: BinaryNode, enc: BinaryNode): void
+	/** An account sent a receipt for a message the contact sent. */
+	onReceipt(contact: { phone: string; lid: string }, from: { account: Account; device: Device }, receipt: BinaryNode): void
+}
+
+export interface Sender {
+	phone: string
+	lid: string
+	device: number
+	pushName?: string
+}
+
+const user = (phone: string, viaLid: boolean, lid: string) => (viaLid ? `${lid}@lid` : `${phone}@${S_WA}`)
+const deviceJid = (s: { phone: string; lid: string; device: number }, viaLid: boolean) =>
+	viaLid ? `${s.lid}:${s.device}@lid` : `${s.phone}:${s.device}@${S_WA}`
+
+/**
+ * Routes messages and receipts between devices: fan-out by PN or LID, server acks,
+ * offline queues flushed at login, de-duplication of repeated message ids.
+ */
+export class Relay {
+	external?: ExternalPeers
+	private readonly queues = new Map<string, BinaryNode[]>()
+	/** `${senderPhone}|${id}` -> device keys already handed the message. */
+	private readonly seen = new Map<string, Set<string>>()
+
+	constructor(private readonly ctx: SimContext) {}
+
+	/** Hands a stanza to a device now, or keeps it until the device logs in. */
+	deliver(phone: string, device: number, node: BinaryNode): void {
+		const conn = this.ctx.live.get(phone, device)
+		if (conn && conn.phase === 'authenticated' && conn.isOpen) {
+			conn.send(node)
+			return
+		}
+		const key = `${phone}:${device}`
+		let q = this.queues.get(key)
+		if (!q) this.queues.set(key, (q = []))
+		if (q.length >= MAX_QUEUE) q.shift()
+		q.push(node)
+		this.ctx.stats.offlineQueued++
+	}
+
+	queued(phone: string, device: number): number {
+		return this.queues.get(`${phone}:${device}`)?.length ?? 0
+	}
+
+	dropQueue(phone: string, device: number): void {
+		this.queues.delete(`${phone}:${device}`)
+	}
+
+	/** After `<success>`: queued stanzas marked offline, then the count that ends the offline phase. */
+	flushOffline(conn: Conn): void {
+		const key = `${conn.account!.phone}:${conn.device!.id}`
+		const q = this.queues.get(key) ?? []
+		this.queues.delete(key)
+		for (const node of q) conn.send({ ...node, attrs: { ...node.attrs, offline: '1' } })
+		conn.send({ tag: 'ib', attrs: { from: S_WA }, content: [{ tag: 'offline', attrs: { count: String(q.length) } }] })
+	}
+
+	onMessage(conn: Conn, node: BinaryNode): void {
+		const t0 = performance.now()
+		const acc = conn.account!
+		const dev = conn.device!
+		const { id, to } = node.attrs
+		this.ctx.stats.messagesReceived++
+		const toJid = to ? jidDecode(to) : undefined
+		if (!id || !to || !toJid) {
+			conn.send({ tag: 'ack', attrs: { class: 'message', id: id ?? '', from: to ?? S_WA, t: unixNow(), error: '400' } })
+			return
+		}
+		const refusal = this.ctx.faults.matchMessage(acc.phone)
+		if (refusal) {
+			conn.send({ tag: 'ack', attrs: { class: 'message', id, from: to, t: unixNow(), error: String(refusal.errorCode) } })
+			return
+		}
+		if (toJid.server !== S_WA && toJid.server !== 'lid') {
+			this.ctx.unhandled.record(conn, node, `message to unsupported server ${toJid.server}`)
+			conn.send({ tag: 'ack', attrs: { class: 'message', id, from: to, t: unixNow(), error: '501' } })
+			return
+		}
+		conn.send({ tag: 'ack', attrs: { class: 'message', id, from: to, t: unixNow() } })
+
+		const targets: Array<{ jid: string; enc: BinaryNode }> = []
+		const participants = getBinaryNodeChild(node, 'participants')
+		const isFanout = !!participants
+		if (participants) {
+			for (const p of getBinaryNodeChildren(participants, 'to')) {
+				const enc = getBinaryNodeChild(p, 'enc')
+				if (p.attrs.jid && enc) targets.push({ jid: p.attrs.jid, enc })
+			}
+		} else {
+			// Retry resends and peer messages carry one <enc> for the device in `to`.
+			const enc = getBinaryNodeChild(node, 'enc')
+			if (enc) targets.push({ jid: to, enc })
+		}
+
+		let delivered: Set<string> | undefined
+		if (isFanout) {
+			// A repeated id from the same sender (e.g. an engine resending after a crash)
+			// is acked above but reaches each device only once.
+			const seenKey = `${acc.phone}|${id}`
+			delivered = this.seen.get(seenKey)
+			if (!delivered) {
+				if (this.seen.size >= MAX_SEEN) this.seen.delete(this.seen.keys().next().value!)
+				this.seen.set(seenKey, (delivered = new Set()))
+			} else this.ctx.stats.duplicatesDropped++
+		}
+
+		const sender: Sender = { phone: acc.phone, lid: acc.lid, device: dev.id, pushName: acc.pushName ?? dev.pushName }
+		const chatUser = node.attrs.recipient ?? `${toJid.user}@${toJid.server}`
+		for (const { jid, enc } of targets) {
+			const t = jidDecode(jid)
+			if (!t) continue
+			const device = t.device ?? 0
+			const viaLid = t.server === 'lid'
+			const targetAcc = this.ctx.store.getByUser(t.user, t.server)
+			if (targetAcc) {
+				const targetDev = this.ctx.store.findDevice(targetAcc, device)
+				if (!targetDev) continue
+				const key = `${targetAcc.phone}:${device}`
+				if (delivered) {
+					if (delivered.has(key)) continue
+					delivered.add(key)
+				}
+				const attrs: Record<string, string> = {
+					id,
+					type: node.attrs.type ?? 'text',
+					t: unixNow(),
+					notify: sender.pushName ?? '',
+					from: deviceJid(sender, viaLid)
+				}
+				if (viaLid) attrs.sender_pn = `${sender.phone}@${S_WA}`
+				else attrs.sender_lid = `${sender.lid}@lid`
+				if (targetAcc.phone === acc.phone) attrs.recipient = chatUser
+				for (const a of ['edit', 'category', 'expiration', 'push_priority'] as const) if (node.attrs[a]) attrs[a] = node.attrs[a]!
+				this.deliver(targetAcc.phone, device, { tag: 'message', attrs, content: [enc] })
+				continue
+			}
+			const contact = this.external?.resolve(t.user, t.server)
+			if (contact) {
+				const key = `${contact.phone}:${device}`
+				if (delivered) {
+					if (delivered.has(key)) continue
+					delivered.add(key)
+				}
+				this.external!.onMessage(contact, { account: acc, device: dev, viaLid }, node, enc)
+			}
+		}
+		this.ctx.stats.messagesRelayed++
+		this.ctx.stats.recordLatency(performance.now() - t0)
+	}
+
+	onReceipt(conn: Conn, node: BinaryNode): void {
+		const acc = conn.account!
+		const dev = conn.device!
+		const { id, to, type } = node.attrs
+		const toJid = to ? jidDecode(to) : undefined
+		const ack: BinaryNode = { tag: 'ack', attrs: { class: 'receipt', id: id ?? '', from: to ?? S_WA } }
+		if (type) ack.attrs.type = type
+		conn.send(ack)
+		if (!id || !toJid) return
+		const viaLid = toJid.server === 'lid'
+		const targetAcc = this.ctx.store.getByUser(toJid.user, toJid.server)
+		if (!targetAcc) {
+			const contact = this.external?.resolve(toJid.user, toJid.server)
+			if (contact) this.external!.onReceipt(contact, { account: acc, device: dev }, node)
+			return
+		}
+		// Retry and sender receipts name the exact device; the others name the user.
+		const fromDevice = type === 'retry' || type === 'sender' || type === 'peer_msg'
+		const attrs: Record<string, string> = {
+			id,
+			t: node.attrs.t ?? unixNow(),
+			from: fromDevice ? deviceJid({ phone: acc.phone, lid: acc.lid, device: dev.id }, viaLid) : user(acc.phone, viaLid, acc.lid)
+		}
+		// A receiver that is not "online" sends type="inactive", which Baileys maps to no
+		// status at all; the real server forwards it as a plain delivery receipt.
+		if (type && type !== 'inactive') attrs.type = type
+		if (node.attrs.participant) attrs.participant = node.attrs.participant
+		if (node.attrs.recipient) attrs.recipient = node.attrs.recipient
+		const forwarded: BinaryNode = { tag: 'receipt', attrs, content: node.content }
+		const devices = toJid.device !== undefined ? [toJid.device] : targetAcc.devices.map(d => d.id)
+		for (const d of devices) {
+			if (targetAcc.phone === acc.phone && d === dev.id) continue
+			if (!this.ctx.store.findDevice(targetAcc, d)) continue
+			this.deliver(targetAcc.phone, d, forwarded)
+		}
+		this.ctx.stats.receiptsRelayed++
+	}
+
+	/** `<chatstate>` (typing) goes to every device of the addressee, never queued. */
+	onChatstate(conn: Conn, node: BinaryNode): void {
+		const toJid = node.attrs.to ? jidDecode(node.attrs.to) : undefined
+		if (!toJid) return
+		const target = this.ctx.store.getByUser(toJid.user, toJid.server)
+		if (!target) return
+		const acc = conn.account!
+		const from = user(acc.phone, toJid.server === 'lid', acc.lid)
+		for (const c of this.ctx.live.forAccount(target)) if (c.phase === 'authenticated') c.send({ tag: 'chatstate', attrs: { from }, content: node.content })
+	}
+}
