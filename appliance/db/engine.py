@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -36,14 +36,19 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_db_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
-    """The engine for `settings.database_url`; connects lazily (no I/O here)."""
+def parse_database_url(settings: Settings) -> URL:
+    """`settings.database_url` parsed; a malformed one is a ConfigError (exit 3)."""
     try:
-        url = make_url(settings.database_url)
+        return make_url(settings.database_url)
     except (ArgumentError, ValueError) as exc:
         raise ConfigError(
             f"database.url is not a valid database URL: {exc}", details={"field": "database.url"}
         ) from exc
+
+
+def create_db_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
+    """The engine for `settings.database_url`; connects lazily (no I/O here)."""
+    url = parse_database_url(settings)
     if url.get_backend_name() == "sqlite":
         engine = create_async_engine(url, pool_size=settings.database.pool_size, **kwargs)
         _sqlite_discipline(engine, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)

@@ -18,11 +18,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from appliance.db.engine import create_db_engine, reader
+from appliance.db.engine import create_db_engine, parse_database_url, reader
 from appliance.errors import ConfigError, ServiceUnavailable
 from appliance.paths import MIGRATIONS_DIR
 from appliance.settings import Settings
@@ -48,31 +48,44 @@ def head_revision() -> str | None:
 
 
 def _safe_url(settings: Settings) -> str:
-    return make_url(settings.database_url).render_as_string(hide_password=True)
+    return parse_database_url(settings).render_as_string(hide_password=True)
 
 
 @contextmanager
 def database_errors(settings: Settings) -> Iterator[None]:
-    """Map connection failures to our errors: a wrong URL is configuration (exit 3)."""
+    """Map failures to reach the database to our errors: a wrong URL is configuration.
+
+    Errors of the SQL itself (a broken migration) are bugs and pass through unchanged.
+    """
     try:
         yield
-    except (OperationalError, InterfaceError, DBAPIError) as exc:
-        sqlstate = str(getattr(exc.orig, "sqlstate", "") or "")
-        where = _safe_url(settings)
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        if sqlstate[:2] in _CONFIG_SQLSTATE_CLASSES or "unable to open database file" in reason:
-            raise ConfigError(
-                f"database.url: cannot use {where}: {reason}", details={"field": "database.url"}
-            ) from exc
-        raise ServiceUnavailable(f"database {where} is unavailable: {reason}") from exc
-    except OSError as exc:
-        raise ServiceUnavailable(
-            f"database {_safe_url(settings)} is unreachable: {exc.strerror or exc}"
-        ) from exc
+    except (OperationalError, InterfaceError, OSError) as exc:
+        raise _classify(settings, exc) from exc
+    except Exception as exc:
+        # asyncpg raises its own errors, unwrapped, while connecting (wrong database,
+        # user or password); they carry a SQLSTATE.
+        if getattr(exc, "sqlstate", None) is None:
+            raise
+        raise _classify(settings, exc) from exc
+
+
+def _classify(settings: Settings, exc: BaseException) -> ConfigError | ServiceUnavailable:
+    error = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    sqlstate = str(getattr(error, "sqlstate", "") or "")
+    if isinstance(error, OSError):
+        reason = error.strerror or str(error)
+    else:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    where = _safe_url(settings)
+    if sqlstate[:2] in _CONFIG_SQLSTATE_CLASSES or "unable to open database file" in reason:
+        return ConfigError(
+            f"database.url: cannot use {where}: {reason}", details={"field": "database.url"}
+        )
+    return ServiceUnavailable(f"database {where} is unavailable: {reason}")
 
 
 def _sqlite_path(settings: Settings) -> Path | None:
-    url = make_url(settings.database_url)
+    url = parse_database_url(settings)
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
     return Path(url.database)
