@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -113,3 +115,51 @@ def test_readyz_recovers_by_itself_after_the_engine_is_killed(running_stack: Sta
             within_s=20,
             what="/readyz 200 with the new engine's heartbeat",
         )
+
+
+def test_up_in_the_foreground_becomes_supervisord_and_stops_everything_on_sigterm(
+    stack_dir: StackDir,
+) -> None:
+    proc = subprocess.Popen(
+        stack_dir.argv("up"),
+        cwd=stack_dir.root,
+        env=stack_dir.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        layout = StackLayout.of(load_settings(stack_dir.config))
+
+        def all_running() -> StackStatus | None:
+            supervisor = connect(layout)
+            if supervisor is None:
+                return None
+            with supervisor:
+                status = supervisor.status()
+            return status if status.healthy and len(status.programs) == 3 else None
+
+        status = _eventually(all_running, within_s=30, what="every program RUNNING")
+        # exec'd: systemd's or a terminal's signals reach supervisord itself.
+        assert status.supervisord_pid == proc.pid
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert stack_dir.processes() == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_up_detached_names_the_program_that_cannot_start_and_leaves_nothing_running(
+    stack_dir: StackDir,
+) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", stack_dir.api_port))
+        squatter.listen()
+        result = stack_dir.wapp("up", "-d", "--timeout", "6")
+    assert result.returncode == 1
+    assert "api" in result.stderr.splitlines()[0]
+    # The tail of the api's own log says why.
+    assert "address already in use" in result.stderr
+    assert not stack_dir.supervisor_socket.exists()
+    assert stack_dir.processes() == []

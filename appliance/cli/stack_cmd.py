@@ -12,7 +12,7 @@ from rich.table import Table
 
 from appliance.cli.context import settings, state
 from appliance.errors import CommandFailed
-from appliance.settings import resolve_config_path
+from appliance.settings import Settings, resolve_config_path
 from appliance.stack import control, logs
 from appliance.stack.layout import StackLayout
 from appliance.stack.rpc import StackStatus, connect
@@ -21,6 +21,12 @@ from appliance.stack.rpc import StackStatus, connect
 def _config_path(ctx: typer.Context) -> Path | None:
     found = resolve_config_path(state(ctx).config_path)
     return found.resolve() if found is not None else None
+
+
+def _api_url(conf: Settings) -> str:
+    # A wildcard listen address is reached through loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(conf.api.host, conf.api.host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{conf.api.port}"
 
 
 def _uptime(seconds: float | None) -> str:
@@ -73,11 +79,13 @@ def register(app: typer.Typer) -> None:
         if not detach:
             control.run_foreground(layout)
             return
-        status, started = control.start_detached(layout, timeout_s=timeout)
+        status, started = control.start_detached(
+            layout, health_url=f"{_api_url(conf)}/healthz", timeout_s=timeout
+        )
         console = Console()
         console.print(_table(status))
         verb = "started" if started else "already running"
-        console.print(f"stack {verb}; API on http://{conf.api.host}:{conf.api.port}")
+        console.print(f"stack {verb}; API on {_api_url(conf)}")
 
     @app.command("down")
     def down(ctx: typer.Context) -> None:

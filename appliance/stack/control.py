@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 
 from appliance.db.migrate import upgrade
@@ -51,7 +52,9 @@ def run_foreground(layout: StackLayout) -> None:
     os.execv(argv[0], argv)
 
 
-def start_detached(layout: StackLayout, *, timeout_s: float) -> tuple[StackStatus, bool]:
+def start_detached(
+    layout: StackLayout, *, health_url: str, timeout_s: float
+) -> tuple[StackStatus, bool]:
     """Start supervisord in the background (unless it runs) and wait until every program runs.
 
     Returns the status and whether this call started supervisord. On failure the stack this
@@ -69,31 +72,60 @@ def start_detached(layout: StackLayout, *, timeout_s: float) -> tuple[StackStatu
             raise CommandFailed(f"supervisord did not start: {output}")
     with supervisor:
         try:
-            return _wait_running(supervisor, timeout_s=timeout_s), started
+            return _wait_running(supervisor, health_url=health_url, timeout_s=timeout_s), started
         except CommandFailed:
             if started:
                 stop(supervisor)
             raise
 
 
-def _wait_running(supervisor: Supervisor, *, timeout_s: float) -> StackStatus:
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait_running(supervisor: Supervisor, *, health_url: str, timeout_s: float) -> StackStatus:
+    # RUNNING only means "alive for startsecs"; an api slower than that to fail (a busy
+    # port, say) looks RUNNING for a while, so the api must also answer its liveness probe.
     deadline = time.monotonic() + timeout_s
     while True:
         status = supervisor.status()
-        if status.healthy:
-            return status
         failed = [p for p in status.programs if p.state in _GIVEN_UP]
-        if failed or time.monotonic() > deadline:
-            bad = failed or [p for p in status.programs if not p.running]
-            raise CommandFailed(_failure_report(supervisor.layout, bad, timed_out=not failed))
+        if failed:
+            raise CommandFailed(_failure_report(supervisor.layout, failed, timed_out=False))
+        if status.healthy and _answers(health_url):
+            return status
+        if time.monotonic() > deadline:
+            late = [p for p in status.programs if not p.running]
+            if late:
+                raise CommandFailed(_failure_report(supervisor.layout, late, timed_out=True))
+            (api,) = [p for p in status.programs if p.name == "api"]
+            raise CommandFailed(
+                _failure_report(
+                    supervisor.layout,
+                    [api],
+                    timed_out=True,
+                    headline=f"the api does not answer {health_url} in time",
+                )
+            )
         time.sleep(0.2)
 
 
-def _failure_report(layout: StackLayout, programs: list[ProgramStatus], *, timed_out: bool) -> str:
+def _failure_report(
+    layout: StackLayout,
+    programs: list[ProgramStatus],
+    *,
+    timed_out: bool,
+    headline: str | None = None,
+) -> str:
     named = ", ".join(
         f"{p.name} ({p.state}{': ' + p.description if p.description else ''})" for p in programs
     )
-    lines = [f"programs did not reach RUNNING{' in time' if timed_out else ''}: {named}"]
+    lines = [
+        headline or f"programs did not reach RUNNING{' in time' if timed_out else ''}: {named}"
+    ]
     for program in programs:
         log = layout.program_log(program.name)
         lines.append(f"--- last lines of {log} ---")
