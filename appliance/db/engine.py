@@ -67,8 +67,8 @@ def _sqlite_discipline(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        # The driver must not open transactions itself: its implicit BEGIN is DEFERRED
-        # and it would defeat `foreign_keys`, which is a no-op inside a transaction.
+        # The driver must not open transactions itself (its implicit BEGIN is
+        # DEFERRED): the `begin` listener below decides how each one starts.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
