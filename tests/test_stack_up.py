@@ -58,34 +58,15 @@ def _engine_restarted(supervisor: Supervisor, old_pid: int) -> Callable[[], int 
     return probe
 
 
-def test_up_runs_every_program_heals_a_killed_engine_and_down_leaves_no_process(
+def test_a_killed_engine_is_restarted_readyz_recovers_and_down_leaves_no_process(
     running_stack: StackDir,
 ) -> None:
+    """The issue's "done when": supervisor heals a SIGKILLed engine and /readyz follows."""
     listed = running_stack.wapp("status")
     assert listed.returncode == 0, listed.stdout + listed.stderr
     for name in ("redis", "api", "engine"):
         assert name in listed.stdout
-    with _supervisor(running_stack) as supervisor:
-        before = supervisor.status()
-        assert sorted(p.name for p in before.programs) == ["api", "engine", "redis"]
-        assert all(p.state == "RUNNING" and p.rss_bytes for p in before.programs)
 
-        engine_pid = _pid(before, "engine")
-        os.kill(engine_pid, signal.SIGKILL)
-        new_engine = _eventually(
-            _engine_restarted(supervisor, engine_pid), within_s=20, what="engine restarted"
-        )
-    assert running_stack.wapp("status").returncode == 0
-
-    pids = [before.supervisord_pid, new_engine, *(p.pid for p in before.programs if p.pid)]
-    down = running_stack.wapp("down")
-    assert down.returncode == 0, down.stderr
-    assert [pid for pid in pids if psutil.pid_exists(pid) and pid != engine_pid] == []
-    assert running_stack.processes() == []
-    assert running_stack.wapp("status").returncode == 1
-
-
-def test_readyz_recovers_by_itself_after_the_engine_is_killed(running_stack: StackDir) -> None:
     ready_url = f"http://127.0.0.1:{running_stack.api_port}/readyz"
     settings = load_settings(running_stack.config)
     store = redis.Redis(unix_socket_path=str(settings.redis_socket_path))
@@ -101,20 +82,31 @@ def test_readyz_recovers_by_itself_after_the_engine_is_killed(running_stack: Sta
             return 0
 
     with _supervisor(running_stack) as supervisor, store:
+        before = supervisor.status()
+        assert sorted(p.name for p in before.programs) == ["api", "engine", "redis"]
+        assert all(p.state == "RUNNING" and p.rss_bytes for p in before.programs)
         _eventually(lambda: readyz() == 200 or None, within_s=15, what="/readyz 200")
-        engine_pid = _pid(supervisor.status(), "engine")
+        engine_pid = _pid(before, "engine")
         assert heartbeat_pid() == engine_pid
 
         os.kill(engine_pid, signal.SIGKILL)
-        new_pid = _eventually(
+        new_engine = _eventually(
             _engine_restarted(supervisor, engine_pid), within_s=20, what="engine restarted"
         )
         # Ready again, and on the strength of the new engine's heartbeat, not the dead one's.
         _eventually(
-            lambda: (heartbeat_pid() == new_pid and readyz() == 200) or None,
+            lambda: (heartbeat_pid() == new_engine and readyz() == 200) or None,
             within_s=20,
             what="/readyz 200 with the new engine's heartbeat",
         )
+    assert running_stack.wapp("status").returncode == 0
+
+    pids = [before.supervisord_pid, new_engine, *(p.pid for p in before.programs if p.pid)]
+    down = running_stack.wapp("down")
+    assert down.returncode == 0, down.stderr
+    assert [pid for pid in pids if psutil.pid_exists(pid) and pid != engine_pid] == []
+    assert running_stack.processes() == []
+    assert running_stack.wapp("status").returncode == 1
 
 
 def test_up_in_the_foreground_becomes_supervisord_and_stops_everything_on_sigterm(

@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import psutil
 
-from appliance.db.migrate import upgrade
 from appliance.errors import CommandFailed
 from appliance.settings import Settings
 from appliance.stack.layout import StackLayout
@@ -30,6 +29,9 @@ LOG_TAIL_LINES = 20
 def prepare(settings: Settings, *, config_path: Path | None, workdir: Path) -> StackLayout:
     """Render the configs, create the data dir's folders, bring the database schema up to date."""
     layout = write_configs(settings, find_tools(settings), config_path=config_path, workdir=workdir)
+    # Imported here: alembic would cost every other `wapp` command a third of a second.
+    from appliance.db.migrate import upgrade
+
     asyncio.run(upgrade(settings))
     return layout
 
