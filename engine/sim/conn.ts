@@ -1,4 +1,4 @@
-import { decodeBinaryNode, encodeBinaryNode, type BinaryNode, proto } from '@whiskeysockets/baileys'
+import { binaryNodeToString, decodeBinaryNode, encodeBinaryNode, type BinaryNode, proto } from '@whiskeysockets/baileys'
 import type { WebSocket } from 'ws'
 import type { Logger } from './log.js'
 import { FrameReader, frame, NoiseResponder, type Transport } from './noise.js'
@@ -90,6 +90,7 @@ export class Conn {
 				.then(async () => {
 					const node = await decodeBinaryNode(plain)
 					if (this.phase === 'closed') return
+					if (this.log.isLevelEnabled('trace')) this.log.trace({ who: this.jid }, `<< ${binaryNodeToString(node)}`)
 					const waiter = node.tag === 'iq' && (node.attrs.type === 'result' || node.attrs.type === 'error') ? this.waiters.get(node.attrs.id ?? '') : undefined
 					if (waiter) {
 						this.waiters.delete(node.attrs.id!)
@@ -120,6 +121,7 @@ export class Conn {
 
 	send(node: BinaryNode): void {
 		if (!this.transport || this.phase === 'closed') return
+		if (this.log.isLevelEnabled('trace')) this.log.trace({ who: this.jid }, `>> ${binaryNodeToString(node)}`)
 		this.sendRaw(this.transport.encrypt(encodeBinaryNode(node)))
 	}
 

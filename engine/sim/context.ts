@@ -100,4 +100,6 @@ export interface SimContext {
 	unhandled: UnhandledLog
 	/** host:port of the HTTPS media server, handed out in media_conn. */
 	mediaHost(): string
+	/** A device was linked or removed: peers must drop their cached device lists. */
+	devicesChanged(acc: Account): void
 }

@@ -277,6 +277,7 @@ export class Pairing {
 			return { ok: false, error: 'companion rejected pair-success' }
 		}
 		this.ctx.log.info({ jid, lid }, 'device paired')
+		this.ctx.devicesChanged(account)
 		conn.send({ tag: 'stream:error', attrs: { code: '515' } })
 		conn.close()
 		return { ok: true, jid, lid }

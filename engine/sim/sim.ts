@@ -13,7 +13,7 @@ import { IqRouter } from './iq.js'
 import { Keys } from './keys.js'
 import { makeLogger, type Logger } from './log.js'
 import { MediaServer } from './media.js'
-import { Pairing } from './pairing.js'
+import { Pairing, serverId } from './pairing.js'
 import { Relay } from './relay.js'
 import { InvalidInput, Store, type Account } from './store.js'
 import { USync } from './usync.js'
@@ -74,7 +74,8 @@ export class Simulator {
 			faults: this.faults,
 			stats: this.stats,
 			unhandled: this.unhandled,
-			mediaHost: () => this.media.host
+			mediaHost: () => this.media.host,
+			devicesChanged: acc => this.announceDevices(acc)
 		}
 		this.pairing = new Pairing(this.ctx, opts.qrRefs ?? 6)
 		this.relay = new Relay(this.ctx)
@@ -229,7 +230,27 @@ export class Simulator {
 
 	removeDevice(account: Account, device: number): boolean {
 		this.relay.dropQueue(account.phone, device)
-		return this.store.removeDevice(account, device)
+		const removed = this.store.removeDevice(account, device)
+		if (removed) this.announceDevices(account)
+		return removed
+	}
+
+	/**
+	 * Baileys caches device lists for 5 minutes; a `devices` notification naming the
+	 * user (in both addressing forms) makes every client drop that cache entry.
+	 */
+	private announceDevices(acc: Account): void {
+		const devices = acc.devices.flatMap(d => [
+			{ tag: 'device', attrs: { jid: `${acc.phone}:${d.id}@${S_WA}` } },
+			{ tag: 'device', attrs: { jid: `${acc.lid}:${d.id}@lid` } }
+		])
+		if (!devices.length) devices.push({ tag: 'device', attrs: { jid: `${acc.phone}@${S_WA}` } }, { tag: 'device', attrs: { jid: `${acc.lid}@lid` } })
+		const node: BinaryNode = {
+			tag: 'notification',
+			attrs: { from: `${acc.phone}@${S_WA}`, type: 'devices', id: serverId(), t: unixNow() },
+			content: [{ tag: 'update', attrs: {}, content: devices }]
+		}
+		for (const c of this.live.all()) if (c.phase === 'authenticated') c.send({ ...node, attrs: { ...node.attrs, id: serverId() } })
 	}
 
 	describeAccount(acc: Account) {

@@ -23,6 +23,20 @@ import type { Boom } from '@hapi/boom'
 import pino from 'pino'
 import { Simulator, type SimOptions } from '../../sim/sim.js'
 
+/**
+ * Baileys rc14 leaves long timers behind after a socket ends (the 30 s prekey-upload
+ * race in uploadPreKeys, query timeouts whose 'close' listener `end()` removed), which
+ * would hold every test process open for half a minute. Unref Baileys' long timers
+ * so a finished test file exits; they still fire if the process is alive anyway.
+ */
+const realSetTimeout = globalThis.setTimeout
+globalThis.setTimeout = Object.assign(function (this: unknown, ...args: Parameters<typeof realSetTimeout>) {
+	const timer = realSetTimeout(...args)
+	const ms = args[1]
+	if (typeof ms === 'number' && ms >= 5000 && new Error().stack?.includes('/@whiskeysockets/baileys/')) timer.unref()
+	return timer
+}, realSetTimeout) as typeof setTimeout
+
 /** Keys and TLS cert are costly to make (RSA); one set per test process is enough. */
 let sharedKeysDir: string | undefined
 const trustedCerts = new Set<string>()
@@ -174,3 +188,12 @@ export async function endClient(client: Client): Promise<void> {
 }
 
 export const sleep = (ms: number) => new Promise<void>(r => setTimeout(r, ms))
+
+/** Polls `cond` until true (for state the simulator updates asynchronously, e.g. a socket's close). */
+export async function waitUntil(cond: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
+	const deadline = Date.now() + timeoutMs
+	while (!cond()) {
+		if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+		await sleep(10)
+	}
+}
