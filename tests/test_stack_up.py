@@ -100,6 +100,9 @@ def test_a_killed_engine_is_restarted_readyz_recovers_and_down_leaves_no_process
             what="/readyz 200 with the new engine's heartbeat",
         )
     assert running_stack.wapp("status").returncode == 0
+    again = running_stack.wapp("up", "-d")
+    assert again.returncode == 0, again.stderr
+    assert "already running" in again.stdout
 
     pids = [before.supervisord_pid, new_engine, *(p.pid for p in before.programs if p.pid)]
     down = running_stack.wapp("down")
