@@ -15,6 +15,7 @@ from appliance.errors import CommandFailed
 from appliance.settings import Settings, resolve_config_path
 from appliance.stack import control, logs
 from appliance.stack.layout import StackLayout
+from appliance.stack.programs import program_names
 from appliance.stack.rpc import StackStatus, connect
 
 
@@ -130,7 +131,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the last lines of the programs' log files (in the data dir's logs/)."""
         conf = settings(ctx)
-        names = [program] if program is not None else logs.log_names(conf)[:-1]
+        names = [program] if program is not None else program_names(conf)
         paths = {name: logs.log_path(conf, name) for name in names}
         prefix = program is None
 

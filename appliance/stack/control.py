@@ -20,9 +20,9 @@ from appliance.stack.programs import find_tools
 from appliance.stack.render import write_configs
 from appliance.stack.rpc import ProgramStatus, StackStatus, Supervisor, connect
 
-# supervisord only leaves these by itself: FATAL after its start retries, and the rest
-# when something stopped the program on purpose.
-_GIVEN_UP = {"FATAL", "STOPPED", "EXITED", "UNKNOWN"}
+# States supervisord does not leave by itself: FATAL after the last start retry, STOPPED
+# after a deliberate stop. (EXITED is not one: autorestart turns it into STARTING.)
+_GIVEN_UP = {"FATAL", "STOPPED", "UNKNOWN"}
 LOG_TAIL_LINES = 20
 
 
