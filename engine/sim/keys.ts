@@ -137,6 +137,21 @@ export class Keys {
 		return content
 	}
 
+	/** A device's bundle in wire form for the simulator's own Signal users (contacts); pops a prekey. */
+	takeWireBundle(phone: string, dev: Device) {
+		const pre = dev.preKeys.shift()
+		if (pre) {
+			this.ctx.store.changed()
+			this.maybeNotifyLow(phone, dev)
+		}
+		return {
+			registrationId: dev.registrationId,
+			identityKey: Buffer.from(dev.identityPub, 'base64'),
+			signedPreKey: { keyId: dev.signedPreKey.id, publicKey: Buffer.from(dev.signedPreKey.pub, 'base64'), signature: Buffer.from(dev.signedPreKey.sig, 'base64') },
+			preKey: pre ? { keyId: pre.id, publicKey: Buffer.from(pre.pub, 'base64') } : undefined
+		}
+	}
+
 	private readonly lowNotified = new Set<string>()
 
 	/** `<notification type="encrypt"><count/>` makes the owner upload more prekeys. */

@@ -17,6 +17,7 @@ import { Pairing, serverId } from './pairing.js'
 import { Relay } from './relay.js'
 import { InvalidInput, Store, type Account } from './store.js'
 import { USync } from './usync.js'
+import type { ContactHub } from './contacts-hub.js'
 
 export interface SimOptions {
 	/** WebSocket port (0 = any free port). */
@@ -59,6 +60,8 @@ export class Simulator {
 	private wss?: WebSocketServer
 	paused = false
 	port = 0
+	/** Set by attachContacts (contacts-hub.ts) when simulated contacts are enabled. */
+	contacts?: ContactHub
 
 	private constructor(
 		readonly opts: SimOptions & { dataDir: string },

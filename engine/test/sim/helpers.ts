@@ -22,6 +22,8 @@ import makeWASocket, {
 import type { Boom } from '@hapi/boom'
 import pino from 'pino'
 import { Simulator, type SimOptions } from '../../sim/sim.js'
+import { attachContacts } from '../../sim/contacts-hub.js'
+import { ControlServer } from '../../sim/control.js'
 
 /**
  * Baileys rc14 leaves long timers behind after a socket ends (the 30 s prekey-upload
@@ -45,8 +47,17 @@ const trustedCerts = new Set<string>()
 export async function startSim(opts: SimOptions = {}): Promise<Simulator> {
 	sharedKeysDir ??= mkdtempSync(join(tmpdir(), 'wa-sim-test-'))
 	const sim = await Simulator.start({ inMemory: opts.dataDir === undefined, dataDir: sharedKeysDir, logLevel: process.env.SIM_LOG_LEVEL ?? 'silent', ...opts })
+	attachContacts(sim)
 	trustSim(sim)
 	return sim
+}
+
+/** The control API for `sim` on a free port; close it before the simulator. */
+export async function startControl(sim: Simulator): Promise<ControlServer> {
+	const control = new ControlServer(sim)
+	if (sim.contacts) attachContacts(sim, control)
+	await control.listen(0)
+	return control
 }
 
 /**
@@ -196,4 +207,15 @@ export async function waitUntil(cond: () => boolean, timeoutMs = 5000, what = 'c
 		if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
 		await sleep(10)
 	}
+}
+
+/**
+ * Waits until Baileys reports `status` for message `id`. When the receipt lands in the
+ * same event-buffer window as the sender's own upsert, Baileys folds the status into
+ * that upsert instead of emitting messages.update, so both places are checked.
+ */
+export async function waitStatus(client: Client, id: string, status: number, timeoutMs = 10_000) {
+	const inUpdates = () => (client.seen['messages.update'] ?? []).some(ups => ups.some(u => u.key.id === id && u.update.status === status))
+	const inUpserts = () => (client.seen['messages.upsert'] ?? []).some(u => u.messages.some(m => m.key.id === id && m.status === status))
+	await waitUntil(() => inUpdates() || inUpserts(), timeoutMs, `status ${status} for ${id}`)
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { downloadMediaMessage, proto, type WAMessage } from '@whiskeysockets/baileys'
 import type { Simulator } from '../../sim/sim.js'
-import { connectClient, endClient, pairByQr, startSim, waitForEvent, waitOpen, waitUntil, type Client } from './helpers.js'
+import { connectClient, endClient, pairByQr, startSim, waitForEvent, waitOpen, waitStatus, waitUntil, type Client } from './helpers.js'
 
 const A = '15550002001'
 const B = '15550002002'
@@ -11,17 +11,6 @@ const textOf = (m: WAMessage) => m.message?.conversation ?? m.message?.extendedT
 
 function waitText(client: Client, text: string, timeoutMs = 10_000): Promise<WAMessage> {
 	return waitForEvent(client, 'messages.upsert', u => u.messages.some(m => textOf(m) === text), timeoutMs).then(u => u.messages.find(m => textOf(m) === text)!)
-}
-
-/**
- * Waits until Baileys reports `status` for message `id`. When the receipt lands in the
- * same event-buffer window as the sender's own upsert, Baileys folds the status into
- * that upsert instead of emitting messages.update, so both places are checked.
- */
-async function waitStatus(client: Client, id: string, status: number, timeoutMs = 10_000) {
-	const inUpdates = () => (client.seen['messages.update'] ?? []).some(ups => ups.some(u => u.key.id === id && u.update.status === status))
-	const inUpserts = () => (client.seen['messages.upsert'] ?? []).some(u => u.messages.some(m => m.key.id === id && m.status === status))
-	await waitUntil(() => inUpdates() || inUpserts(), timeoutMs, `status ${status} for ${id}`)
 }
 
 describe('messaging between two Baileys accounts', () => {
