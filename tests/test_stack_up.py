@@ -99,7 +99,7 @@ def test_a_killed_engine_is_restarted_readyz_recovers_and_down_leaves_no_process
             within_s=20,
             what="/readyz 200 with the new engine's heartbeat",
         )
-    assert running_stack.wapp("status").returncode == 0
+        assert supervisor.status().healthy
     again = running_stack.wapp("up", "-d")
     assert again.returncode == 0, again.stderr
     assert "already running" in again.stdout
@@ -109,7 +109,6 @@ def test_a_killed_engine_is_restarted_readyz_recovers_and_down_leaves_no_process
     assert down.returncode == 0, down.stderr
     assert [pid for pid in pids if psutil.pid_exists(pid) and pid != engine_pid] == []
     assert running_stack.processes() == []
-    assert running_stack.wapp("status").returncode == 1
 
 
 def test_up_in_the_foreground_becomes_supervisord_and_stops_everything_on_sigterm(
@@ -151,7 +150,7 @@ def test_up_detached_names_the_program_that_cannot_start_and_leaves_nothing_runn
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", stack_dir.api_port))
         squatter.listen()
-        result = stack_dir.wapp("up", "-d", "--timeout", "6")
+        result = stack_dir.wapp("up", "-d", "--timeout", "5")
     assert result.returncode == 1
     assert "api" in result.stderr.splitlines()[0]
     # The tail of the api's own log says why.
