@@ -95,15 +95,20 @@ export class ContactHub implements ExternalPeers {
 
 	private changed(): void {
 		if (!this.file || this.saveTimer) return
-		this.saveTimer = setTimeout(() => {
-			this.saveTimer = undefined
-			const state: ContactsFile = {
-				version: 1,
-				contacts: [...this.byPhone.values()].map(e => ({ state: e.contact.toJSON(), deliveryDelayMs: e.deliveryDelayMs, readDelayMs: e.readDelayMs }))
-			}
-			writeFileAtomic(this.file!, JSON.stringify(state))
-		}, 50)
+		this.saveTimer = setTimeout(() => this.flush(), 50)
 		this.saveTimer.unref()
+	}
+
+	/** Writes contacts (with their Signal sessions) now; called on shutdown. */
+	flush(): void {
+		if (this.saveTimer) clearTimeout(this.saveTimer)
+		this.saveTimer = undefined
+		if (!this.file) return
+		const state: ContactsFile = {
+			version: 1,
+			contacts: [...this.byPhone.values()].map(e => ({ state: e.contact.toJSON(), deliveryDelayMs: e.deliveryDelayMs, readDelayMs: e.readDelayMs }))
+		}
+		writeFileAtomic(this.file, JSON.stringify(state))
 	}
 
 	create(body: Record<string, unknown>) {

@@ -310,6 +310,7 @@ export class Simulator {
 		this.paused = false
 		for (const c of [...this.conns]) c.terminate()
 		this.store.flush()
+		this.contacts?.flush()
 		await new Promise<void>(resolve => (this.wss ? this.wss.close(() => resolve()) : resolve()))
 		if (this.http) {
 			this.http.closeAllConnections()
