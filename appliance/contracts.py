@@ -9,6 +9,7 @@ trace_id, payload.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -73,25 +74,45 @@ class SessionStartPayload(Model):
     upstream: Upstream
     push_name: str | None = Field(default=None, max_length=64)
     pacing: PacingOverrides | None = None
-    # Pairing by code instead of QR needs the phone number the code is for.
-    pairing_phone: str | None = Field(default=None, pattern=r"^\d{5,20}$")
+    pairing: Literal["qr", "code"] = "qr"
+    # The session's own number: needed to pair by code; in the sandbox, the simulated
+    # phone that scans the QR so the session pairs itself.
+    phone: str | None = Field(default=None, pattern=r"^\d{5,20}$")
+    # When the number was paired, for the pacer's warm-up ramp (None: not yet paired).
+    paired_at: datetime | None = None
 
 
 class EmptyPayload(Model):
     pass
 
 
-class SendTextPayload(Model):
+class MessageRef(Model):
+    """A message already in a chat, as WhatsApp knows it (to quote or react to)."""
+
+    wa_id: str = Field(min_length=1, max_length=128)
+    chat: str = Field(min_length=3, max_length=128)
+    from_me: bool
+    # The author in a group chat; None in a 1:1 chat.
+    participant: str | None = None
+    # The quoted text shown in the reply bubble, when known.
+    text: str | None = Field(default=None, max_length=4096)
+
+
+class OutgoingBase(Model):
     message_id: uuid.UUID
+    # Derived from message_id by `wa_message_id()`, so a re-send after a crash carries
+    # the same WhatsApp id and the receiving side deduplicates it.
+    wa_id: str = Field(min_length=8, max_length=64)
     to: Recipient
-    text: str = Field(min_length=1, max_length=65536)
-    quoted_id: uuid.UUID | None = None
+    quoted: MessageRef | None = None
     mentions: list[Recipient] = Field(default_factory=list, max_length=256)
 
 
-class SendMediaPayload(Model):
-    message_id: uuid.UUID
-    to: Recipient
+class SendTextPayload(OutgoingBase):
+    text: str = Field(min_length=1, max_length=65536)
+
+
+class SendMediaPayload(OutgoingBase):
     kind: MediaKind
     # Exactly one source: a URL the engine downloads, or a blob the api stored on disk.
     url: str | None = Field(default=None, max_length=4096)
@@ -99,14 +120,69 @@ class SendMediaPayload(Model):
     mimetype: str = Field(min_length=3, max_length=255)
     caption: str | None = Field(default=None, max_length=4096)
     filename: str | None = Field(default=None, max_length=255)
-    quoted_id: uuid.UUID | None = None
-    mentions: list[Recipient] = Field(default_factory=list, max_length=256)
 
     @model_validator(mode="after")
     def _one_source(self) -> SendMediaPayload:
         if (self.url is None) == (self.blob_path is None):
             raise ValueError("exactly one of url and blob_path is required")
         return self
+
+
+class SendLocationPayload(OutgoingBase):
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    name: str | None = Field(default=None, max_length=256)
+    address: str | None = Field(default=None, max_length=1024)
+
+
+class SendContactPayload(OutgoingBase):
+    display_name: str = Field(min_length=1, max_length=256)
+    vcard: str = Field(min_length=10, max_length=16384)
+
+
+class SendReactionPayload(OutgoingBase):
+    target: MessageRef
+    # An empty emoji removes an earlier reaction.
+    emoji: str = Field(max_length=16)
+
+
+class MarkReadPayload(Model):
+    messages: list[MessageRef] = Field(min_length=1, max_length=256)
+
+
+class PresencePayload(Model):
+    state: Literal["available", "unavailable", "composing", "recording", "paused"]
+    # Typing indicators are per chat; available/unavailable are global.
+    chat: str | None = Field(default=None, max_length=128)
+
+
+class CheckNumbersPayload(Model):
+    request_id: uuid.UUID
+    phones: list[Annotated[str, Field(pattern=r"^\d{5,20}$")]] = Field(min_length=1, max_length=50)
+    # Redis list the engine LPUSHes its `CheckNumbersReply` to (the api waits on it).
+    reply_to: str = Field(min_length=1, max_length=128)
+
+
+class MediaRef(Model):
+    """What the engine needs to fetch and decrypt a received attachment."""
+
+    kind: MediaKind
+    mimetype: str
+    direct_path: str
+    url: str | None = None
+    media_key: str  # base64
+    file_enc_sha256: str  # base64
+    file_sha256: str | None = None  # base64
+    file_length: int | None = Field(default=None, ge=0)
+
+
+class DownloadMediaPayload(Model):
+    request_id: uuid.UUID
+    message_id: uuid.UUID
+    media: MediaRef
+    # Where the engine writes the decrypted bytes (inside the data dir's media cache).
+    target_path: str = Field(min_length=1, max_length=4096)
+    reply_to: str = Field(min_length=1, max_length=128)
 
 
 # --- payloads: events ---------------------------------------------------------------
@@ -145,6 +221,8 @@ class MediaInfo(Model):
     filename: str | None = None
     caption: str | None = None
     seconds: int | None = Field(default=None, ge=0)
+    # Kept so the attachment can be downloaded later (`download_media`).
+    ref: MediaRef | None = None
 
 
 class Location(Model):
@@ -170,6 +248,13 @@ class Quoted(Model):
     text: str | None = None
 
 
+class PresenceUpdatePayload(Model):
+    chat: str
+    participant: str | None = None
+    presence: Literal["available", "unavailable", "composing", "recording", "paused"]
+    last_seen: datetime | None = None
+
+
 class MessageReceivedPayload(Model):
     wa_id: str
     chat: str
@@ -185,6 +270,32 @@ class MessageReceivedPayload(Model):
     reaction: Reaction | None = None
     quoted: Quoted | None = None
     mentions: list[str] = Field(default_factory=list)
+
+
+class NumberCheck(Model):
+    phone: str
+    exists: bool
+    jid: str | None = None
+    lid: str | None = None
+
+
+class CheckNumbersReply(Model):
+    """LPUSHed by the engine to the command's `reply_to` list."""
+
+    request_id: uuid.UUID
+    ok: bool
+    results: list[NumberCheck] = Field(default_factory=list)
+    code: str | None = None
+    reason: str | None = None
+
+
+class DownloadMediaReply(Model):
+    request_id: uuid.UUID
+    ok: bool
+    path: str | None = None
+    size: int | None = Field(default=None, ge=0)
+    code: str | None = None
+    reason: str | None = None
 
 
 class CommandRejectedPayload(Model):
@@ -246,6 +357,48 @@ class SendMediaCommand(EnvelopeBase):
     payload: SendMediaPayload
 
 
+class SendLocationCommand(EnvelopeBase):
+    type: Literal["send_location"] = "send_location"
+    session: SessionName
+    payload: SendLocationPayload
+
+
+class SendContactCommand(EnvelopeBase):
+    type: Literal["send_contact"] = "send_contact"
+    session: SessionName
+    payload: SendContactPayload
+
+
+class SendReactionCommand(EnvelopeBase):
+    type: Literal["send_reaction"] = "send_reaction"
+    session: SessionName
+    payload: SendReactionPayload
+
+
+class CheckNumbersCommand(EnvelopeBase):
+    type: Literal["check_numbers"] = "check_numbers"
+    session: SessionName
+    payload: CheckNumbersPayload
+
+
+class MarkReadCommand(EnvelopeBase):
+    type: Literal["mark_read"] = "mark_read"
+    session: SessionName
+    payload: MarkReadPayload
+
+
+class PresenceCommand(EnvelopeBase):
+    type: Literal["presence"] = "presence"
+    session: SessionName
+    payload: PresencePayload
+
+
+class DownloadMediaCommand(EnvelopeBase):
+    type: Literal["download_media"] = "download_media"
+    session: SessionName
+    payload: DownloadMediaPayload
+
+
 class SessionStateEvent(EnvelopeBase):
     type: Literal["session.state"] = "session.state"
     session: SessionName
@@ -264,6 +417,12 @@ class MessageReceivedEvent(EnvelopeBase):
     payload: MessageReceivedPayload
 
 
+class PresenceUpdateEvent(EnvelopeBase):
+    type: Literal["presence.update"] = "presence.update"
+    session: SessionName
+    payload: PresenceUpdatePayload
+
+
 class CommandRejectedEvent(EnvelopeBase):
     type: Literal["command.rejected"] = "command.rejected"
     payload: CommandRejectedPayload
@@ -275,15 +434,42 @@ Command = Annotated[
     | SessionLogoutCommand
     | SessionRestartCommand
     | SendTextCommand
-    | SendMediaCommand,
+    | SendMediaCommand
+    | SendLocationCommand
+    | SendContactCommand
+    | SendReactionCommand
+    | CheckNumbersCommand
+    | MarkReadCommand
+    | PresenceCommand
+    | DownloadMediaCommand,
     Field(discriminator="type"),
 ]
 Event = Annotated[
-    SessionStateEvent | MessageStatusEvent | MessageReceivedEvent | CommandRejectedEvent,
+    SessionStateEvent
+    | MessageStatusEvent
+    | MessageReceivedEvent
+    | PresenceUpdateEvent
+    | CommandRejectedEvent,
     Field(discriminator="type"),
 ]
 
+# Which stream a command travels on. Paced work waits in the session's own stream and is
+# read only when the session's pacer holds a token; everything else goes on the engine's
+# control stream, read continuously, so a read receipt never queues behind sends.
+PACED_COMMANDS: frozenset[str] = frozenset(
+    {"send_text", "send_media", "send_location", "send_contact", "send_reaction", "check_numbers"}
+)
+
+
+def wa_message_id(message_id: uuid.UUID) -> str:
+    """The WhatsApp id of our message: deterministic, in the shape Baileys generates."""
+    return "3EB0" + hashlib.sha256(b"wapp:" + message_id.bytes).hexdigest()[:18].upper()
+
+
+Reply = CheckNumbersReply | DownloadMediaReply
+
 COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+REPLY_ADAPTER: TypeAdapter[Reply] = TypeAdapter(Reply)
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 

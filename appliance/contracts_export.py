@@ -16,6 +16,7 @@ from appliance import redis_keys
 from appliance.contracts import (
     COMMAND_ADAPTER,
     EVENT_ADAPTER,
+    REPLY_ADAPTER,
     EngineHeartbeat,
     EngineRuntimeConfig,
 )
@@ -47,9 +48,11 @@ def schemas() -> dict[str, dict[str, Any]]:
     command = COMMAND_ADAPTER.json_schema(mode="serialization")
     event = EVENT_ADAPTER.json_schema(mode="serialization")
     heartbeat = EngineHeartbeat.model_json_schema(mode="serialization")
+    reply = REPLY_ADAPTER.json_schema(mode="serialization")
     return {
         "Command": _clean({**command, "title": "Command"}),
         "Event": _clean({**event, "title": "Event"}),
+        "Reply": _clean({**reply, "title": "Reply"}),
         "EngineHeartbeat": _clean(heartbeat),
         "EngineRuntimeConfig": _clean(EngineRuntimeConfig.model_json_schema(mode="serialization")),
     }
@@ -81,6 +84,7 @@ def render() -> dict[str, bytes]:
     files = {
         "command.schema.json": _dump(all_schemas["Command"]),
         "event.schema.json": _dump(all_schemas["Event"]),
+        "reply.schema.json": _dump(all_schemas["Reply"]),
         "heartbeat.schema.json": _dump(all_schemas["EngineHeartbeat"]),
         "engine-config.schema.json": _dump(all_schemas["EngineRuntimeConfig"]),
         "redis-keys.json": _dump(redis_keys.TEMPLATES),

@@ -38,6 +38,11 @@ def sent_mark_key(message_id: str) -> str:
     return f"wapp:sent:{message_id}"
 
 
+def reply_key(request_id: str) -> str:
+    """A one-shot list the engine LPUSHes a request's reply to (check_numbers, download_media)."""
+    return f"wapp:reply:{request_id}"
+
+
 # Exported verbatim to engine/src/generated/redis-keys.json; `{name}` marks a parameter.
 TEMPLATES: Final[dict[str, str]] = {
     "events_stream": EVENTS_STREAM,
@@ -48,4 +53,5 @@ TEMPLATES: Final[dict[str, str]] = {
     "engine_heartbeat_key": "wapp:engine:{upstream}:heartbeat",
     "auth_key": "wapp:auth:{session}",
     "sent_mark_key": "wapp:sent:{message_id}",
+    "reply_key": "wapp:reply:{request_id}",
 }

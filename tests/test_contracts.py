@@ -14,6 +14,7 @@ from appliance.contracts import (
     SendMediaPayload,
     SendTextCommand,
     SendTextPayload,
+    wa_message_id,
 )
 from appliance.paths import GENERATED_DIR
 
@@ -53,7 +54,12 @@ def test_the_exported_command_schema_requires_every_envelope_field() -> None:
 def test_a_command_round_trips_through_json_as_the_engine_receives_it() -> None:
     command = SendTextCommand(
         session="sales-1",
-        payload=SendTextPayload(message_id=uuid.uuid4(), to="4915112345678", text="hi"),
+        payload=SendTextPayload(
+            message_id=(mid := uuid.uuid4()),
+            wa_id=wa_message_id(mid),
+            to="4915112345678",
+            text="hi",
+        ),
     )
     wire = command.model_dump_json()
     decoded = orjson.loads(wire)
@@ -65,12 +71,13 @@ def test_a_command_round_trips_through_json_as_the_engine_receives_it() -> None:
 @pytest.mark.parametrize("to", ["", "12", "not a number", "a@b c", "4915112345678@"])
 def test_a_bad_recipient_is_refused(to: str) -> None:
     with pytest.raises(ValidationError):
-        SendTextPayload(message_id=uuid.uuid4(), to=to, text="x")
+        SendTextPayload(message_id=uuid.uuid4(), wa_id="3EB0AAAAAAAA", to=to, text="x")
 
 
 def test_media_needs_exactly_one_source() -> None:
     common = {
         "message_id": uuid.uuid4(),
+        "wa_id": "3EB0AAAAAAAA",
         "to": "4915112345678",
         "kind": "image",
         "mimetype": "image/png",
@@ -85,3 +92,11 @@ def test_media_needs_exactly_one_source() -> None:
 def test_an_unknown_event_type_is_refused() -> None:
     with pytest.raises(ValidationError):
         EVENT_ADAPTER.validate_python({"type": "session.exploded", "session": "a", "payload": {}})
+
+
+def test_the_whatsapp_id_is_derived_deterministically_from_our_id() -> None:
+    mid = uuid.uuid4()
+    assert wa_message_id(mid) == wa_message_id(mid)
+    assert wa_message_id(mid) != wa_message_id(uuid.uuid4())
+    assert wa_message_id(mid).startswith("3EB0")
+    assert len(wa_message_id(mid)) == 22

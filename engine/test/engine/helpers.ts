@@ -176,7 +176,7 @@ export function sendTextCommand(overrides: Partial<SendTextCommand> = {}): SendT
 		session: 'sales-1',
 		trace_id: `trace-${randomUUID()}`,
 		type: 'send_text',
-		payload: { message_id: randomUUID(), to: '4915112345678', text: 'hello', quoted_id: null, mentions: [] },
+		payload: { message_id: randomUUID(), wa_id: '3EB0AAAAAAAAAAAAAAAAAA', to: '4915112345678', text: 'hello', quoted: null, mentions: [] },
 		...overrides,
 	}
 }
