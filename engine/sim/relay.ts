@@ -98,17 +98,15 @@ export class Relay {
 		conn.send({ tag: 'ack', attrs: { class: 'message', id, from: to, t: unixNow() } })
 
 		const targets: Array<{ jid: string; enc: BinaryNode }> = []
-		const participants = getBinaryNodeChild(node, 'participants')
+		// A retry resend (or peer message) carries one <enc> for the device in `to`; rc14's
+		// retry also repeats a <participants> copy for the same device, which is ignored.
+		const direct = getBinaryNodeChild(node, 'enc')
+		const participants = direct ? undefined : getBinaryNodeChild(node, 'participants')
 		const isFanout = !!participants
-		if (participants) {
-			for (const p of getBinaryNodeChildren(participants, 'to')) {
-				const enc = getBinaryNodeChild(p, 'enc')
-				if (p.attrs.jid && enc) targets.push({ jid: p.attrs.jid, enc })
-			}
-		} else {
-			// Retry resends and peer messages carry one <enc> for the device in `to`.
-			const enc = getBinaryNodeChild(node, 'enc')
-			if (enc) targets.push({ jid: to, enc })
+		if (direct) targets.push({ jid: to, enc: direct })
+		for (const p of getBinaryNodeChildren(participants, 'to')) {
+			const enc = getBinaryNodeChild(p, 'enc')
+			if (p.attrs.jid && enc) targets.push({ jid: p.attrs.jid, enc })
 		}
 
 		let delivered: Set<string> | undefined
@@ -183,17 +181,21 @@ export class Relay {
 			if (contact) this.external!.onReceipt(contact, { account: acc, device: dev }, node)
 			return
 		}
-		// Retry and sender receipts name the exact device; the others name the user.
-		const fromDevice = type === 'retry' || type === 'sender' || type === 'peer_msg'
+		// Own-device receipts (sender, peer) come from the exact device. The others come from
+		// the user; a retry also names the device in `participant` so the sender finds the
+		// message under the chat JID and resends to that device only.
+		const fromDevice = type === 'sender' || type === 'peer_msg'
+		const senderDevice = deviceJid({ phone: acc.phone, lid: acc.lid, device: dev.id }, viaLid)
 		const attrs: Record<string, string> = {
 			id,
 			t: node.attrs.t ?? unixNow(),
-			from: fromDevice ? deviceJid({ phone: acc.phone, lid: acc.lid, device: dev.id }, viaLid) : user(acc.phone, viaLid, acc.lid)
+			from: fromDevice ? senderDevice : user(acc.phone, viaLid, acc.lid)
 		}
 		// A receiver that is not "online" sends type="inactive", which Baileys maps to no
 		// status at all; the real server forwards it as a plain delivery receipt.
 		if (type && type !== 'inactive') attrs.type = type
 		if (node.attrs.participant) attrs.participant = node.attrs.participant
+		else if (type === 'retry') attrs.participant = senderDevice
 		if (node.attrs.recipient) attrs.recipient = node.attrs.recipient
 		const forwarded: BinaryNode = { tag: 'receipt', attrs, content: node.content }
 		const devices = toJid.device !== undefined ? [toJid.device] : targetAcc.devices.map(d => d.id)
