@@ -28,12 +28,12 @@ describe('the engine answers commands on its control stream', { timeout: 30_000 
 		redis = await startRedis()
 		engine = startEngine(engineConfig(redis.url))
 		await engine.waitForLog('engine started', l => l.msg === 'engine started')
-	})
+	}, { timeout: 10_000 })
 
 	after(async () => {
 		await engine?.kill()
 		await redis?.stop()
-	})
+	}, { timeout: 10_000 })
 
 	/** XADD one entry, wait for the engine's rejection log of it, return that event. */
 	async function rejectionOf(...fields: string[]): Promise<{ entryId: string; event: StreamEvent['event']; log: Record<string, unknown> }> {
@@ -132,12 +132,12 @@ describe('at start the engine takes over what a dead engine left pending', { tim
 
 	before(async () => {
 		redis = await startRedis()
-	})
+	}, { timeout: 10_000 })
 
 	after(async () => {
 		await engine?.kill()
 		await redis?.stop()
-	})
+	}, { timeout: 10_000 })
 
 	it('claims entries idle past the timeout and answers them, and leaves recently read ones alone', async () => {
 		const { client } = redis

@@ -23,20 +23,24 @@ describe('the command dispatcher behind the consumer', { timeout: 30_000 }, () =
 	let dispatcher: CommandDispatcher
 	let consumer: CommandConsumer
 	let logs: Record<string, unknown>[]
+	// Every connection opened, closed in after() even if a stop hung in afterEach.
+	const connections: Redis[] = []
 	const { event: isEvent, explain } = contractValidators()
 
 	before(async () => {
 		redis = await startRedis()
-	})
+	}, { timeout: 10_000 })
 
 	after(async () => {
+		for (const c of connections) c.disconnect()
 		await redis?.stop()
-	})
+	}, { timeout: 10_000 })
 
 	beforeEach(async () => {
 		await redis.client.flushall()
 		reader = new Redis({ path: redis.socket, maxRetriesPerRequest: null })
 		writer = new Redis({ path: redis.socket })
+		connections.push(reader, writer)
 		logs = []
 		const sink = new Writable({
 			write(chunk: Buffer, _enc, done) {
@@ -59,14 +63,14 @@ describe('the command dispatcher behind the consumer', { timeout: 30_000 }, () =
 			claimIdleMs: 50,
 			claimEveryMs: 3_600_000,
 		})
-	})
+	}, { timeout: 10_000 })
 
 	afterEach(async () => {
 		await consumer.stop()
 		writer.disconnect()
-	})
+	}, { timeout: 10_000 })
 
-	async function handledEntry(fields: string[]): Promise<string> {
+	async function addEntry(fields: string[]): Promise<string> {
 		return (await redis.client.xadd(STREAM, '*', ...fields))!
 	}
 
@@ -77,7 +81,7 @@ describe('the command dispatcher behind the consumer', { timeout: 30_000 }, () =
 		})
 		await consumer.start()
 		const command = sendTextCommand()
-		const id = await handledEntry(['data', JSON.stringify(command)])
+		const id = await addEntry(['data', JSON.stringify(command)])
 		await waitFor('the handler call', () => (seen.length > 0 ? true : undefined))
 		assert.deepEqual(seen, [command])
 		await waitFor('the ack', async () => ((await pendingCount(redis.client, STREAM, GROUP)) === 0 ? true : undefined))
@@ -93,7 +97,7 @@ describe('the command dispatcher behind the consumer', { timeout: 30_000 }, () =
 		})
 		await consumer.start()
 		const command = stopCommand({ session: 'ghost' })
-		await handledEntry(['data', JSON.stringify(command)])
+		await addEntry(['data', JSON.stringify(command)])
 		const [found] = await waitFor('the rejection', async () => {
 			const events = await readEvents(redis.client)
 			return events.length > 0 ? events : undefined
@@ -112,7 +116,7 @@ describe('the command dispatcher behind the consumer', { timeout: 30_000 }, () =
 		})
 		await consumer.start()
 		const command = stopCommand()
-		await handledEntry(['data', JSON.stringify(command)])
+		await addEntry(['data', JSON.stringify(command)])
 		const failed = await waitFor('the failure log', () => logs.find(l => l.msg === 'command failed; left pending for a retry'))
 		assert.equal(failed.trace_id, command.trace_id)
 		assert.equal(await pendingCount(redis.client, STREAM, GROUP), 1)

@@ -11,12 +11,12 @@ describe('the engine heartbeat', { timeout: 30_000 }, () => {
 
 	before(async () => {
 		redis = await startRedis()
-	})
+	}, { timeout: 10_000 })
 
 	after(async () => {
 		await engine?.kill()
 		await redis?.stop()
-	})
+	}, { timeout: 10_000 })
 
 	it('appears at start with a TTL, matches the heartbeat schema and is refreshed every interval', async () => {
 		engine = startEngine(engineConfig(redis.url, { heartbeat_interval_s: 0.3, heartbeat_ttl_s: 3 }))

@@ -12,12 +12,12 @@ describe('the engine process stops cleanly', { timeout: 30_000 }, () => {
 
 	before(async () => {
 		redis = await startRedis()
-	})
+	}, { timeout: 10_000 })
 
 	after(async () => {
 		for (const engine of engines) await engine.kill()
 		await redis?.stop()
-	})
+	}, { timeout: 10_000 })
 
 	for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 		it(`exits 0 promptly on ${signal}, stops the heartbeat and deletes nothing`, async () => {
