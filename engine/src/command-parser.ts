@@ -58,11 +58,6 @@ export class CommandParser {
 		this.isEventTraceId = ajv.compile({ $ref: 'event#/$defs/CommandRejectedEvent/properties/trace_id' })
 	}
 
-	/** The command types the schema knows. */
-	get types(): string[] {
-		return [...this.branches.keys()]
-	}
-
 	/** `fields` is the flat [name, value, ...] list XREADGROUP returns for an entry. */
 	parse(fields: readonly string[] | null): ParseResult {
 		const data = dataField(fields)
@@ -87,8 +82,8 @@ export class CommandParser {
 		if (!this.validateKnownType(body)) {
 			return this.reject(body, 'the entry is not a command envelope of a known type', plainErrors(this.validateKnownType.errors))
 		}
-		// Unreachable while every branch is keyed by its type; kept so a schema change
-		// that breaks that assumption still yields a rejection with the raw errors.
+		// Not reached while every oneOf branch is keyed by a constant type; if a schema
+		// change ever breaks that, the rejection still carries the raw oneOf errors.
 		return this.reject(body, 'the command does not match the command schema', plainErrors(this.validateCommand.errors))
 	}
 

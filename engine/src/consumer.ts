@@ -94,7 +94,7 @@ export class CommandConsumer {
 		do {
 			const [next, entries, deleted = []] = (await writer.xautoclaim(stream, group, consumer, claimIdleMs, cursor, 'COUNT', CLAIM_COUNT)) as AutoclaimReply
 			if (entries.length > 0 || deleted.length > 0) {
-				this.o.log.info({ claimed: entries.length, deleted: deleted.length, stream }, 'reclaimed pending commands of a dead consumer')
+				this.o.log.info({ claimed: entries.length, deleted: deleted.length, stream }, 'reclaimed commands pending past the claim timeout')
 			}
 			for (const [id, fields] of entries) await this.handle(id, fields)
 			claimed += entries.length
@@ -115,8 +115,9 @@ export class CommandConsumer {
 			} catch (err) {
 				if (this.stopping) break
 				const message = (err as Error).message
-				if (message.startsWith('NOGROUP')) {
-					// The stream or group was deleted under us (FLUSHALL, an operator): recreate it.
+				// The stream or group was deleted under us (FLUSHALL, an operator): a blocked read
+				// is answered UNBLOCKED, the next one NOGROUP. Recreate the group and go on.
+				if (message.startsWith('NOGROUP') || message.startsWith('UNBLOCKED')) {
 					log.warn({ stream, group }, 'consumer group vanished; recreating it')
 					await this.ensureGroup().catch((e: Error) => log.error({ err: e.message }, 'recreating the consumer group failed'))
 					continue

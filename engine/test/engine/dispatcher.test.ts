@@ -128,6 +128,19 @@ describe('the command dispatcher behind the consumer', { timeout: 30_000 }, () =
 		assert.equal(await pendingCount(redis.client, STREAM, GROUP), 0)
 	})
 
+	it('recreates its consumer group when the stream is deleted under it, and keeps reading', async () => {
+		const seen: string[] = []
+		dispatcher.register('session_stop', async command => {
+			seen.push(command.trace_id)
+		})
+		await consumer.start()
+		await redis.client.del(STREAM)
+		await waitFor('the group recreated', () => logs.find(l => l.msg === 'consumer group vanished; recreating it'))
+		const command = stopCommand()
+		await addEntry(['data', JSON.stringify(command)])
+		await waitFor('the command handled', () => (seen.includes(command.trace_id) ? true : undefined))
+	})
+
 	it('refuses a second handler for the same type', () => {
 		dispatcher.register('send_media', async () => undefined)
 		assert.throws(() => dispatcher.register('send_media', async () => undefined), /already registered/)
