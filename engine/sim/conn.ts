@@ -31,6 +31,7 @@ export class Conn {
 	private readonly reader = new FrameReader()
 	private readonly noise: NoiseResponder
 	private transport?: Transport
+	private sentHello = false
 	private chain: Promise<void> = Promise.resolve()
 	private readonly held: Buffer[] = []
 	private readonly waiters = new Map<string, (node: BinaryNode) => void>()
@@ -112,7 +113,6 @@ export class Conn {
 		this.transport = transport
 		this.hooks.onPayload(this, payload)
 	}
-	private sentHello = false
 
 	private sendRaw(payload: Uint8Array): void {
 		if (this.ws.readyState !== this.ws.OPEN) return

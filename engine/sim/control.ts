@@ -137,6 +137,8 @@ export class ControlServer {
 
 	async listen(port: number, host = '127.0.0.1'): Promise<void> {
 		this.server = createServer((req, res) => void this.onRequest(req, res))
+		// Outlive clients' idle keep-alive sockets so a reused connection is never cut mid-request.
+		this.server.keepAliveTimeout = 65_000
 		await new Promise<void>((resolve, reject) => {
 			this.server!.once('error', reject)
 			this.server!.listen(port, host, () => resolve())

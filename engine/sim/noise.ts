@@ -35,6 +35,7 @@ export class NoiseResponder {
 	private key: Buffer
 	private counter = 0
 	private readonly ephemeral: KeyPair = Curve.generateKeyPair()
+	private clientEphemeral?: Buffer
 	clientStatic?: Buffer
 
 	constructor(
@@ -87,7 +88,6 @@ export class NoiseResponder {
 			serverHello: { ephemeral: this.ephemeral.public, static: staticEnc, payload: payloadEnc }
 		}).finish()
 	}
-	private clientEphemeral?: Buffer
 
 	/** Consumes ClientFinish; returns the client's payload and the transport cipher. */
 	onClientFinish(frame: Uint8Array): { payload: proto.ClientPayload; transport: Transport } {
