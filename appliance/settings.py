@@ -41,6 +41,9 @@ class ApiSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=32)
+    # Repeated bad API keys from one address: after this many in the window, 429.
+    auth_failure_limit: int = Field(default=10, ge=1)
+    auth_failure_window_s: int = Field(default=60, ge=1)
 
 
 class DatabaseSettings(Section):

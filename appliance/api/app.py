@@ -9,9 +9,9 @@ from fastapi import FastAPI
 
 from appliance.api.errors import install_error_handlers
 from appliance.api.middleware import TraceMiddleware
-from appliance.api.routes import health
+from appliance.api.routes import health, keys
 from appliance.api.state import AppState
-from appliance.db.engine import create_db_engine
+from appliance.db.engine import create_db_engine, create_sessionmaker
 from appliance.redis_client import create_redis
 from appliance.settings import Settings
 
@@ -29,7 +29,13 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = create_db_engine(settings)
         redis = create_redis(settings)
-        app.state.wapp = AppState(settings=settings, db=db, redis=redis)
+        app.state.wapp = AppState(
+            settings=settings,
+            db=db,
+            redis=redis,
+            writer=create_sessionmaker(db),
+            reader=create_sessionmaker(db, read_only=True),
+        )
         try:
             yield
         finally:
@@ -47,4 +53,5 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(TraceMiddleware)
     app.include_router(health.router)
+    app.include_router(keys.router)
     return app

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from appliance.settings import Settings
 
@@ -17,6 +17,9 @@ class AppState:
     settings: Settings
     db: AsyncEngine
     redis: aioredis.Redis
+    # Transactions that may write (SQLite: BEGIN IMMEDIATE) and read-only ones (DEFERRED).
+    writer: async_sessionmaker[AsyncSession]
+    reader: async_sessionmaker[AsyncSession]
 
 
 def get_state(request: Request) -> AppState:

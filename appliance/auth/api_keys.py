@@ -75,6 +75,31 @@ async def list_api_keys(
         return list((await db.scalars(query)).all())
 
 
+async def get_api_key(sessions: async_sessionmaker[AsyncSession], key_id: str) -> ApiKey:
+    async with sessions() as db:
+        row = await db.get(ApiKey, key_id)
+    if row is None:
+        raise NotFound(f"no API key {key_id}", details={"keyId": key_id})
+    return row
+
+
+async def set_quotas(
+    sessions: async_sessionmaker[AsyncSession],
+    key_id: str,
+    *,
+    max_sessions: int | None,
+    messages_per_day: int | None,
+) -> ApiKey:
+    """Replace both quotas (None: unlimited)."""
+    async with sessions() as db, db.begin():
+        row = await db.get(ApiKey, key_id)
+        if row is None or row.revoked_at is not None:
+            raise NotFound(f"no active API key {key_id}", details={"keyId": key_id})
+        row.max_sessions = max_sessions
+        row.messages_per_day = messages_per_day
+    return row
+
+
 async def revoke_api_key(sessions: async_sessionmaker[AsyncSession], key_id: str) -> ApiKey:
     async with sessions() as db, db.begin():
         row = await db.get(ApiKey, key_id)

@@ -1,0 +1,68 @@
+"""Who is calling: `Authorization: Bearer wapp_...` or `X-Api-Key: wapp_...`.
+
+Admins see everything; a tenant sees only what its key owns, and another tenant's ids
+answer 404 (not 403) so ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from appliance.api.state import StateDep
+from appliance.auth import api_keys, throttle
+from appliance.db.models import ApiKey
+from appliance.errors import Forbidden, Unauthorized
+
+# Declared for OpenAPI (the "Authorize" button); parsing stays ours so errors keep our shape.
+_bearer = HTTPBearer(auto_error=False, description="`Bearer wapp_<id>_<secret>`")
+_header = APIKeyHeader(name="X-Api-Key", auto_error=False)
+
+
+@dataclass(frozen=True)
+class Principal:
+    key: ApiKey
+
+    @property
+    def is_admin(self) -> bool:
+        return self.key.role == "admin"
+
+    def can_see(self, owner_key_id: str | None) -> bool:
+        return self.is_admin or owner_key_id == self.key.id
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def authenticate(
+    request: Request,
+    state: StateDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header_key: Annotated[str | None, Depends(_header)],
+) -> Principal:
+    address = _client_address(request)
+    limits = state.settings.api
+    await throttle.ensure_not_blocked(state.redis, address, limit=limits.auth_failure_limit)
+    presented = bearer.credentials if bearer is not None else header_key
+    if not presented:
+        raise Unauthorized("missing API key: send `Authorization: Bearer wapp_...` or `X-Api-Key`")
+    try:
+        key = await api_keys.authenticate(state.reader, presented)
+    except Unauthorized:
+        await throttle.record_failure(state.redis, address, window_s=limits.auth_failure_window_s)
+        raise
+    return Principal(key=key)
+
+
+async def require_admin(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("this needs an admin API key")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
+AdminDep = Annotated[Principal, Depends(require_admin)]
