@@ -488,6 +488,46 @@ class EngineHeartbeat(Model):
     node_version: str
 
 
+class EnginePacing(Model):
+    """The `[pacing]` defaults; a session's `PacingOverrides` apply over them."""
+
+    enabled: bool
+    min_interval_s: float = Field(ge=0)
+    max_interval_s: float = Field(ge=0)
+    daily_cap: int = Field(ge=1)
+    warmup_days: int = Field(ge=0)
+    warmup_daily_cap: int = Field(ge=1)
+    composing_min_s: float = Field(ge=0)
+    composing_max_s: float = Field(ge=0)
+
+
+class EngineSessions(Model):
+    """How the engine runs its sessions' sockets (the `[engine]` settings)."""
+
+    # At most this many sessions handshake at once (restore at start, reconnect storms).
+    max_concurrent_handshakes: int = Field(ge=1)
+    # Reconnect backoff: full jitter over base * 2^attempt, capped.
+    reconnect_base_s: float = Field(gt=0)
+    reconnect_max_s: float = Field(gt=0)
+    # Consecutive attempts that never reached `connected` before the session is `failed`.
+    reconnect_max_attempts: int = Field(ge=1)
+    # One byte budget for every process-wide cache handed to the sockets.
+    cache_budget_mb: int = Field(ge=1)
+    # Above this event-loop lag (p99 over ~1 s) the engine stops reading new commands.
+    loop_lag_pause_ms: float = Field(gt=0)
+
+
+class SandboxUpstream(Model):
+    """Where a sandbox engine finds the simulator, and what makes Baileys trust it."""
+
+    ws_url: str
+    control_url: str
+    # base64 of the 32-byte root public key (WA_CERT_DETAILS.PUBLIC_KEY).
+    root_key_file: str
+    # The media server's certificate; the launcher also puts it in NODE_EXTRA_CA_CERTS.
+    ca_file: str
+
+
 class EngineRuntimeConfig(Model):
     """What `wapp engine` hands the Node process (env `WAPP_ENGINE_CONFIG`, JSON).
 
@@ -502,3 +542,7 @@ class EngineRuntimeConfig(Model):
     master_key_file: str
     heartbeat_interval_s: float = Field(gt=0)
     heartbeat_ttl_s: float = Field(gt=0)
+    pacing: EnginePacing
+    sessions: EngineSessions
+    # Only for `upstream = sandbox`; a whatsapp engine never trusts the simulator.
+    sandbox: SandboxUpstream | None = None

@@ -30,6 +30,14 @@ def engine_heartbeat_key(upstream: Upstream) -> str:
     return f"wapp:engine:{upstream}:heartbeat"
 
 
+def engine_sessions_key(upstream: Upstream) -> str:
+    """Hash session -> its session_start payload (JSON): what the engine restores at start.
+
+    Written by the engine on start, removed on stop and logout; the engine cannot read SQL.
+    """
+    return f"wapp:engine:{upstream}:sessions"
+
+
 def auth_key(session: str) -> str:
     return f"wapp:auth:{session}"
 
@@ -51,6 +59,7 @@ TEMPLATES: Final[dict[str, str]] = {
     "engine_commands_stream": "wapp:cmd:engine:{upstream}",
     "session_commands_stream": "wapp:cmd:{session}",
     "engine_heartbeat_key": "wapp:engine:{upstream}:heartbeat",
+    "engine_sessions_key": "wapp:engine:{upstream}:sessions",
     "auth_key": "wapp:auth:{session}",
     "sent_mark_key": "wapp:sent:{message_id}",
     "reply_key": "wapp:reply:{request_id}",

@@ -91,11 +91,19 @@ class EngineSettings(Section):
     max_old_space_size_mb: int = Field(default=768, ge=64)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     heartbeat_ttl_s: float = Field(default=15.0, gt=0)
+    max_concurrent_handshakes: int = Field(default=8, ge=1)
+    reconnect_base_s: float = Field(default=1.0, gt=0)
+    reconnect_max_s: float = Field(default=60.0, gt=0)
+    reconnect_max_attempts: int = Field(default=3, ge=1)
+    cache_budget_mb: int = Field(default=64, ge=1)
+    loop_lag_pause_ms: float = Field(default=1000.0, gt=0)
 
     @model_validator(mode="after")
     def _ttl_outlives_interval(self) -> EngineSettings:
         if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
             raise ValueError("heartbeat_ttl_s must be longer than heartbeat_interval_s")
+        if self.reconnect_max_s < self.reconnect_base_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_base_s")
         return self
 
 

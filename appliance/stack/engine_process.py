@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from appliance.contracts import EngineRuntimeConfig, Upstream
+from appliance.contracts import (
+    EnginePacing,
+    EngineRuntimeConfig,
+    EngineSessions,
+    SandboxUpstream,
+    Upstream,
+)
 from appliance.errors import CommandFailed
 from appliance.node import find_node
 from appliance.paths import ENGINE_DIR
@@ -24,6 +30,28 @@ def runtime_config(settings: Settings, upstream: Upstream) -> EngineRuntimeConfi
         master_key_file=str(settings.master_key_path),
         heartbeat_interval_s=settings.engine.heartbeat_interval_s,
         heartbeat_ttl_s=settings.engine.heartbeat_ttl_s,
+        pacing=EnginePacing(**settings.pacing.model_dump()),
+        sessions=EngineSessions(
+            max_concurrent_handshakes=settings.engine.max_concurrent_handshakes,
+            reconnect_base_s=settings.engine.reconnect_base_s,
+            reconnect_max_s=settings.engine.reconnect_max_s,
+            reconnect_max_attempts=settings.engine.reconnect_max_attempts,
+            cache_budget_mb=settings.engine.cache_budget_mb,
+            loop_lag_pause_ms=settings.engine.loop_lag_pause_ms,
+        ),
+        # Never for whatsapp: only a sandbox engine may trust the simulator's root key.
+        sandbox=sandbox_upstream(settings) if upstream == "sandbox" else None,
+    )
+
+
+def sandbox_upstream(settings: Settings) -> SandboxUpstream:
+    """The simulator `wapp up` runs (programs.py): its ports, and the trust files in its data dir."""
+    sim_dir = settings.sandbox_data_dir
+    return SandboxUpstream(
+        ws_url=f"ws://127.0.0.1:{settings.sandbox.port}/ws/chat",
+        control_url=f"http://127.0.0.1:{settings.sandbox.control_port}",
+        root_key_file=str(sim_dir / "root-public-key.b64"),
+        ca_file=str(sim_dir / "media-ca.pem"),
     )
 
 
@@ -38,6 +66,12 @@ def exec_engine(settings: Settings, upstream: Upstream, *, main: Path = ENGINE_M
         raise CommandFailed(
             f"the engine is not built: {main} does not exist; run `npm run build` in {ENGINE_DIR}"
         )
-    env = {**os.environ, CONFIG_ENV: runtime_config(settings, upstream).model_dump_json()}
+    config = runtime_config(settings, upstream)
+    env = {**os.environ, CONFIG_ENV: config.model_dump_json()}
+    # Node reads extra CAs only at process start, so the sandbox's media certificate must be
+    # in the environment before exec; a whatsapp engine must not inherit one.
+    env.pop("NODE_EXTRA_CA_CERTS", None)
+    if config.sandbox is not None:
+        env["NODE_EXTRA_CA_CERTS"] = config.sandbox.ca_file
     argv = engine_argv(settings, node, main)
     os.execve(argv[0], argv, env)

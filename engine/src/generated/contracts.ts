@@ -457,4 +457,40 @@ data_dir: string
 master_key_file: string
 heartbeat_interval_s: number
 heartbeat_ttl_s: number
+pacing: EnginePacing
+sessions: EngineSessions
+sandbox: (SandboxUpstream | null)
+}
+/**
+ * The `[pacing]` defaults; a session's `PacingOverrides` apply over them.
+ */
+export interface EnginePacing {
+enabled: boolean
+min_interval_s: number
+max_interval_s: number
+daily_cap: number
+warmup_days: number
+warmup_daily_cap: number
+composing_min_s: number
+composing_max_s: number
+}
+/**
+ * How the engine runs its sessions' sockets (the `[engine]` settings).
+ */
+export interface EngineSessions {
+max_concurrent_handshakes: number
+reconnect_base_s: number
+reconnect_max_s: number
+reconnect_max_attempts: number
+cache_budget_mb: number
+loop_lag_pause_ms: number
+}
+/**
+ * Where a sandbox engine finds the simulator, and what makes Baileys trust it.
+ */
+export interface SandboxUpstream {
+ws_url: string
+control_url: string
+root_key_file: string
+ca_file: string
 }

@@ -4,8 +4,8 @@
  * Nothing here mocks Redis.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { randomUUID } from 'node:crypto'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { randomBytes, randomUUID } from 'node:crypto'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -59,15 +59,25 @@ export async function startRedis(): Promise<TestRedis> {
 	}
 }
 
+/** A fresh master key file (base64 of 32 random bytes, 0600), as `wapp` creates it. */
+export function masterKeyFile(): string {
+	const file = join(mkdtempSync(join(tmpdir(), 'wapp-engine-key-')), 'master.key')
+	writeFileSync(file, randomBytes(32).toString('base64') + '\n', { mode: 0o600 })
+	return file
+}
+
 export function engineConfig(redisUrl: string, overrides: Partial<EngineRuntimeConfig> = {}): EngineRuntimeConfig {
 	return {
 		upstream: 'sandbox',
 		redis_url: redisUrl,
 		log_level: 'debug',
 		data_dir: tmpdir(),
-		master_key_file: join(tmpdir(), 'unused-master.key'),
+		master_key_file: overrides.master_key_file ?? masterKeyFile(),
 		heartbeat_interval_s: 0.3,
 		heartbeat_ttl_s: 3,
+		pacing: { enabled: false, min_interval_s: 0, max_interval_s: 0, daily_cap: 100_000, warmup_days: 0, warmup_daily_cap: 100_000, composing_min_s: 0, composing_max_s: 0 },
+		sessions: { max_concurrent_handshakes: 8, reconnect_base_s: 0.2, reconnect_max_s: 1, reconnect_max_attempts: 3, cache_budget_mb: 32, loop_lag_pause_ms: 1000 },
+		sandbox: null,
 		...overrides,
 	}
 }
