@@ -301,7 +301,11 @@ class DownloadMediaReply(Model):
 class CommandRejectedPayload(Model):
     command_id: str | None = None
     command_type: str | None = None
-    code: Literal["INVALID_COMMAND", "UNKNOWN_SESSION", "UNSUPPORTED_COMMAND"]
+    # SESSION_NOT_CONNECTED: a control-stream command (mark_read, presence) for a session
+    # this engine holds but whose socket is not open; it is not retried.
+    code: Literal[
+        "INVALID_COMMAND", "UNKNOWN_SESSION", "UNSUPPORTED_COMMAND", "SESSION_NOT_CONNECTED"
+    ]
     reason: str
     errors: list[dict[str, Any]] = Field(default_factory=list)
 

@@ -46,6 +46,16 @@ def sent_mark_key(message_id: str) -> str:
     return f"wapp:sent:{message_id}"
 
 
+def pacing_key(session: str) -> str:
+    """The pacer's state (last send time, sends per UTC day): a restart keeps the pace."""
+    return f"wapp:pacing:{session}"
+
+
+def sent_ref_key(session: str, wa_id: str) -> str:
+    """Our message id and trace id of a WhatsApp id we sent, to tie receipts back to it."""
+    return f"wapp:sentref:{session}:{wa_id}"
+
+
 def reply_key(request_id: str) -> str:
     """A one-shot list the engine LPUSHes a request's reply to (check_numbers, download_media)."""
     return f"wapp:reply:{request_id}"
@@ -63,4 +73,6 @@ TEMPLATES: Final[dict[str, str]] = {
     "auth_key": "wapp:auth:{session}",
     "sent_mark_key": "wapp:sent:{message_id}",
     "reply_key": "wapp:reply:{request_id}",
+    "pacing_key": "wapp:pacing:{session}",
+    "sent_ref_key": "wapp:sentref:{session}:{wa_id}",
 }

@@ -393,7 +393,7 @@ payload: CommandRejectedPayload
 export interface CommandRejectedPayload {
 command_id: (string | null)
 command_type: (string | null)
-code: ("INVALID_COMMAND" | "UNKNOWN_SESSION" | "UNSUPPORTED_COMMAND")
+code: ("INVALID_COMMAND" | "UNKNOWN_SESSION" | "UNSUPPORTED_COMMAND" | "SESSION_NOT_CONNECTED")
 reason: string
 errors: {
 [k: string]: unknown | undefined
