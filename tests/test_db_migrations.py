@@ -24,6 +24,7 @@ TABLES = {
     "processed_events",
     "webhooks",
     "webhook_deliveries",
+    "webhook_delivery_attempts",
 }
 
 

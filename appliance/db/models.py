@@ -213,6 +213,11 @@ class Webhook(Table, table=True):
     disabled_reason: str | None = Field(default=None, sa_type=sa.Text)
     created_at: datetime = _created()
     updated_at: datetime = _updated()
+    # The dispatcher that sends this endpoint's deliveries until `lease_until` (one at a
+    # time across api workers: per-endpoint order and concurrency hold globally).
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
 
 
 class WebhookDelivery(Table, table=True):
@@ -251,6 +256,25 @@ class WebhookDelivery(Table, table=True):
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class WebhookDeliveryAttempt(Table, table=True):
+    """One try of a delivery: what `GET /v1/webhooks/{id}/deliveries` lists."""
+
+    __tablename__ = "webhook_delivery_attempts"
+    __table_args__ = (
+        sa.Index("ix_webhook_delivery_attempts_delivery_at", "delivery_id", "at"),
+        sa.Index("ix_webhook_delivery_attempts_webhook_at", "webhook_id", "at"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, sa_type=Id)
+    delivery_id: str = Field(foreign_key="webhook_deliveries.id", ondelete="CASCADE", sa_type=Id)
+    webhook_id: str = Field(foreign_key="webhooks.id", ondelete="CASCADE", sa_type=Id)
+    attempt: int
+    at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    status_code: int | None = None
+    latency_ms: int | None = None
+    error: str | None = Field(default=None, sa_type=sa.Text)
+
+
 ALL_TABLES = (
     ApiKey,
     Session,
@@ -259,4 +283,5 @@ ALL_TABLES = (
     ProcessedEvent,
     Webhook,
     WebhookDelivery,
+    WebhookDeliveryAttempt,
 )
