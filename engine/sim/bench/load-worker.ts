@@ -127,26 +127,31 @@ async function main(): Promise<void> {
 	const rl = createInterface({ input: process.stdin })
 	for await (const line of rl) {
 		const cmd = JSON.parse(line) as { type: string }
-		if (cmd.type === 'go') {
+		if (cmd.type === 'warm') {
+			// One unmeasured message per pair first, so Signal session setup (usync, key
+			// fetch, pkmsg) is not what the measured window times.
+			await Promise.all([...socks.entries()].map(([phone, sock]) => sock.sendMessage(`${cfg.partner[phone]}@s.whatsapp.net`, { text: 'warm-up' }).catch(() => sendErrors++)))
+			out({ type: 'warmed', worker: cfg.worker })
+		} else if (cmd.type === 'go') {
 			measuring = true
 			const senders = [...socks.entries()]
 			const tickMs = 20
-			const perTick = (cfg.ratePerSec * tickMs) / 1000
-			let due = 0
 			let i = 0
-			const end = Date.now() + cfg.durationSec * 1000
+			const start = Date.now()
+			const end = start + cfg.durationSec * 1000
 			await new Promise<void>(resolve => {
 				const timer = setInterval(() => {
-					if (Date.now() >= end) {
-						clearInterval(timer)
-						resolve()
-						return
-					}
-					due += perTick
-					for (; due >= 1; due--) {
+					const now = Math.min(Date.now(), end)
+					// Catch up on wall time, not on ticks: a late timer must not lower the rate.
+					const due = Math.floor(((now - start) / 1000) * cfg.ratePerSec) - sent
+					for (let k = 0; k < due; k++) {
 						const [phone, sock] = senders[i++ % senders.length]!
 						sent++
 						sock.sendMessage(`${cfg.partner[phone]}@s.whatsapp.net`, { text: `bench:${Date.now()}` }).catch(() => sendErrors++)
+					}
+					if (now >= end) {
+						clearInterval(timer)
+						resolve()
 					}
 				}, tickMs)
 			})

@@ -118,9 +118,16 @@ async function main(): Promise<void> {
 	}
 	await Promise.all(readyWorkers)
 	const stats = async () => ((await (await fetch(`${ready.control}/stats`)).json()) as { data: any }).data
-	const before = await stats()
-	log(`${before.connectedClients} clients linked and connected in ${((Date.now() - t0) / 1000).toFixed(1)} s; sending ${rate} msg/s for ${duration} s`)
+	const linked = await stats()
+	log(`${linked.connectedClients} clients linked and connected in ${((Date.now() - t0) / 1000).toFixed(1)} s; sending ${rate} msg/s for ${duration} s`)
 
+	const warmed = procs.map(p => new Promise<void>(r => lines(p, o => o.type === 'warmed' && r())))
+	for (const p of procs) p.stdin!.write(JSON.stringify({ type: 'warm' }) + '\n')
+	await Promise.all(warmed)
+	await new Promise(r => setTimeout(r, 3000))
+	log('sessions warmed up (one unmeasured message per pair)')
+
+	const before = await stats()
 	const cpu0 = cpuTicks(sim.pid!)
 	const tStart = Date.now()
 	for (const p of procs) p.stdin!.write(JSON.stringify({ type: 'go' }) + '\n')
