@@ -68,10 +68,10 @@ def register(app: typer.Typer) -> None:
     def up(
         ctx: typer.Context,
         detach: bool = typer.Option(
-            False, "--detach", "-d", help="Run in the background; wait until every program runs."
+            False, "--detach", "-d", help="Run in the background; wait until the stack is ready."
         ),
         timeout: float = typer.Option(
-            60.0, "--timeout", help="Seconds --detach waits for every program to be RUNNING."
+            60.0, "--timeout", help="Seconds --detach waits for RUNNING programs and /readyz."
         ),
     ) -> None:
         """Render the configs, migrate the database and run the stack under supervisord."""
@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
             control.run_foreground(layout)
             return
         status, started = control.start_detached(
-            layout, health_url=f"{_api_url(conf)}/healthz", timeout_s=timeout
+            layout, ready_url=f"{_api_url(conf)}/readyz", timeout_s=timeout
         )
         console = Console()
         console.print(_table(status))

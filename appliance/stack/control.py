@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -55,9 +56,9 @@ def run_foreground(layout: StackLayout) -> None:
 
 
 def start_detached(
-    layout: StackLayout, *, health_url: str, timeout_s: float
+    layout: StackLayout, *, ready_url: str, timeout_s: float
 ) -> tuple[StackStatus, bool]:
-    """Start supervisord in the background (unless it runs) and wait until every program runs.
+    """Start supervisord in the background (unless it runs) and wait until the stack is ready.
 
     Returns the status and whether this call started supervisord. On failure the stack this
     call started is shut down again, so `wapp up -d` either leaves a running stack or none.
@@ -74,60 +75,79 @@ def start_detached(
             raise CommandFailed(f"supervisord did not start: {output}")
     with supervisor:
         try:
-            return _wait_running(supervisor, health_url=health_url, timeout_s=timeout_s), started
+            return _wait_ready(supervisor, ready_url=ready_url, timeout_s=timeout_s), started
         except CommandFailed:
             if started:
                 stop(supervisor)
             raise
 
 
-def _answers(url: str) -> bool:
+@dataclass(frozen=True)
+class _Readiness:
+    ready: bool
+    detail: str
+    # Programs whose logs explain it, from the failing checks' names.
+    culprits: tuple[str, ...]
+
+
+_CHECK_PROGRAM = {"redis": "redis", "engine.whatsapp": "engine", "engine.sandbox": "engine-sandbox"}
+
+
+def _readiness(url: str) -> _Readiness:
     try:
-        return httpx.get(url, timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
+        response = httpx.get(url, timeout=2.0)
+    except httpx.HTTPError as exc:
+        return _Readiness(False, f"the api does not answer ({type(exc).__name__})", ("api",))
+    if response.status_code == 200:
+        return _Readiness(True, "ready", ())
+    try:
+        checks = response.json()["error"]["details"]["checks"]
+        failing = sorted(name for name, value in checks.items() if value != "ok")
+        detail = ", ".join(f"{name}: {checks[name]}" for name in failing)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return _Readiness(False, f"HTTP {response.status_code}", ("api",))
+    culprits = tuple(dict.fromkeys(_CHECK_PROGRAM.get(name, "api") for name in failing))
+    return _Readiness(False, detail, culprits)
 
 
-def _wait_running(supervisor: Supervisor, *, health_url: str, timeout_s: float) -> StackStatus:
-    # RUNNING only means "alive for startsecs"; an api slower than that to fail (a busy
-    # port, say) looks RUNNING for a while, so the api must also answer its liveness probe.
+def _wait_ready(supervisor: Supervisor, *, ready_url: str, timeout_s: float) -> StackStatus:
+    # RUNNING only means "alive for startsecs": a program slower than that to fail (a
+    # busy port, a rejected config under load) looks RUNNING for a while. So the stack is
+    # up when /readyz says so, and a program that restarts meanwhile has failed.
     deadline = time.monotonic() + timeout_s
+    first_pid: dict[str, int] = {}
     while True:
         status = supervisor.status()
+        layout = supervisor.layout
         failed = [p for p in status.programs if p.state in _GIVEN_UP]
+        for p in status.programs:
+            if p.name in first_pid and p.pid != first_pid[p.name]:
+                failed.append(p)
+            elif p.running and p.pid is not None:
+                first_pid[p.name] = p.pid
         if failed:
-            raise CommandFailed(_failure_report(supervisor.layout, failed, timed_out=False))
-        if status.healthy and _answers(health_url):
+            raise CommandFailed(
+                _failure_report(layout, failed, headline="programs did not stay up")
+            )
+        readiness = _readiness(ready_url) if status.healthy else None
+        if readiness is not None and readiness.ready:
             return status
         if time.monotonic() > deadline:
             late = [p for p in status.programs if not p.running]
-            if late:
-                raise CommandFailed(_failure_report(supervisor.layout, late, timed_out=True))
-            (api,) = [p for p in status.programs if p.name == "api"]
-            raise CommandFailed(
-                _failure_report(
-                    supervisor.layout,
-                    [api],
-                    timed_out=True,
-                    headline=f"the api does not answer {health_url} in time",
-                )
-            )
+            if late or readiness is None:
+                headline = "programs did not reach RUNNING in time"
+                raise CommandFailed(_failure_report(layout, late, headline=headline))
+            culprits = [p for p in status.programs if p.name in readiness.culprits]
+            headline = f"the stack is not ready in time: {readiness.detail} ({ready_url})"
+            raise CommandFailed(_failure_report(layout, culprits, headline=headline))
         time.sleep(0.2)
 
 
-def _failure_report(
-    layout: StackLayout,
-    programs: list[ProgramStatus],
-    *,
-    timed_out: bool,
-    headline: str | None = None,
-) -> str:
+def _failure_report(layout: StackLayout, programs: list[ProgramStatus], *, headline: str) -> str:
     named = ", ".join(
         f"{p.name} ({p.state}{': ' + p.description if p.description else ''})" for p in programs
     )
-    lines = [
-        headline or f"programs did not reach RUNNING{' in time' if timed_out else ''}: {named}"
-    ]
+    lines = [f"{headline}: {named}" if named else headline]
     for program in programs:
         log = layout.program_log(program.name)
         lines.append(f"--- last lines of {log} ---")

@@ -45,7 +45,7 @@ def runtime_config(settings: Settings, upstream: Upstream) -> EngineRuntimeConfi
 
 
 def sandbox_upstream(settings: Settings) -> SandboxUpstream:
-    """The simulator `wapp up` runs (programs.py): its ports, and the trust files in its data dir."""
+    """The simulator `wapp up` runs (programs.py): its ports and the trust files it writes."""
     sim_dir = settings.sandbox_data_dir
     return SandboxUpstream(
         ws_url=f"ws://127.0.0.1:{settings.sandbox.port}/ws/chat",
