@@ -142,6 +142,48 @@ class SandboxSettings(Section):
     control_port: int = Field(default=8092, ge=1, le=65535)
 
 
+class SessionsSettings(Section):
+    # Admission control: beyond this many sessions (all keys, all upstreams) a create is 409.
+    max_sessions: int = Field(default=100, ge=1)
+    # The engine's RSS may grow to this; a new session is admitted while the heartbeat's
+    # RSS plus `session_estimate_mb` for each session not yet running stays under it.
+    engine_memory_budget_mb: int = Field(default=1536, ge=64)
+    session_estimate_mb: float = Field(default=8.0, gt=0)
+    # How long a request waits for the engine's reply (check-numbers, media download).
+    # Number checks are paced, so this must outlast one pacing interval.
+    reply_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class MediaSettings(Section):
+    # Largest attachment accepted, by URL or upload (WhatsApp itself stops near 100 MB).
+    max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Content types a media URL or upload may have (a `type/*` entry allows the family).
+    allowed_types: list[str] = Field(
+        default_factory=lambda: [
+            "image/*",
+            "video/*",
+            "audio/*",
+            "application/pdf",
+            "application/zip",
+            "application/octet-stream",
+            "application/msword",
+            "application/vnd.openxmlformats-officedocument.*",
+            "text/plain",
+            "text/csv",
+        ]
+    )
+    fetch_timeout_s: float = Field(default=30.0, gt=0)
+    # Allow media URLs that resolve to loopback, private, link-local or metadata addresses.
+    allow_private: bool = False
+    # Unset: <data_dir>/media/outbound (files the engine sends) and <data_dir>/media/cache
+    # (received attachments downloaded through the engine).
+    outbound_dir: Path | None = None
+    cache_dir: Path | None = None
+    # Retention of both directories: files older than this, or beyond this total, go.
+    retention_max_age_h: float = Field(default=72.0, gt=0)
+    cache_max_mb: int = Field(default=1024, ge=1)
+
+
 class SecuritySettings(Section):
     # Unset: `master.key` in the data dir (0600).
     master_key_file: Path | None = None
@@ -163,6 +205,8 @@ class Settings(BaseSettings):
     pacing: PacingSettings = PacingSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    sessions: SessionsSettings = SessionsSettings()
+    media: MediaSettings = MediaSettings()
     security: SecuritySettings = SecuritySettings()
 
     @classmethod
@@ -210,6 +254,14 @@ class Settings(BaseSettings):
     @property
     def sandbox_data_dir(self) -> Path:
         return self.data_dir / "sim"
+
+    @property
+    def media_outbound_dir(self) -> Path:
+        return self.media.outbound_dir or self.data_dir / "media" / "outbound"
+
+    @property
+    def media_cache_dir(self) -> Path:
+        return self.media.cache_dir or self.data_dir / "media" / "cache"
 
 
 def resolve_config_path(explicit: Path | None = None) -> Path | None:

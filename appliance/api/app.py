@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from appliance.api.errors import install_error_handlers
 from appliance.api.middleware import TraceMiddleware
-from appliance.api.routes import health, keys
+from appliance.api.routes import health, keys, sessions
 from appliance.api.state import AppState
 from appliance.db.engine import create_db_engine, create_sessionmaker
 from appliance.redis_client import create_redis
@@ -54,4 +54,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(TraceMiddleware)
     app.include_router(health.router)
     app.include_router(keys.router)
+    app.include_router(sessions.router)
     return app

@@ -95,6 +95,10 @@ class Session(Table, table=True):
     # Time of the engine event that set `state`: older events arriving late are ignored.
     state_changed_at: datetime = _created()
     pacing: dict[str, Any] | None = Field(default=None, sa_type=JSONDocument)
+    # As asked at creation: the number to pair by code (in the sandbox, the simulated
+    # phone that scans the QR) and the push name; every later start sends them again.
+    phone: str | None = Field(default=None, max_length=32)
+    push_name: str | None = Field(default=None, max_length=64)
     me_jid: str | None = Field(default=None, max_length=128)
     me_lid: str | None = Field(default=None, max_length=128)
     me_push_name: str | None = Field(default=None, max_length=128)

@@ -1,0 +1,1 @@
+"""What the api does, one module per concern; routes (and the CLI) call these."""
