@@ -45,8 +45,9 @@ export function normaliseReceived(msg: WAMessage): MessageReceivedPayload | unde
 
 	// In a 1:1 chat the sender is the chat; in a group it is `participant`. Baileys v7 gives
 	// the other addressing (PN <-> LID) in the matching `*Alt` field when WhatsApp sent it.
-	const sender = key.participant ?? key.remoteJid
-	const senderAlt = key.participant ? key.participantAlt : key.remoteJidAlt
+	// (Baileys leaves `participant` an empty string in 1:1 chats, hence `||`.)
+	const sender = key.participant || key.remoteJid
+	const senderAlt = (key.participant ? key.participantAlt : key.remoteJidAlt) || undefined
 	const [fromLid, fromPn] = isLidUser(sender) ? [sender, senderAlt] : [senderAlt, sender]
 	const ts = num(msg.messageTimestamp as number | { toNumber(): number } | null | undefined)
 
