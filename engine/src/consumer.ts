@@ -28,9 +28,12 @@ export interface ConsumerOptions {
 	claimIdleMs?: number
 	/** How often the read loop looks for such entries (besides once at start). */
 	claimEveryMs?: number
+	/** Consulted before every read; false (event loop lagging) holds new commands in Redis. */
+	readingAllowed?: () => boolean
 }
 
-const DEFAULTS = { blockMs: 5000, batch: 16, claimIdleMs: 60_000, claimEveryMs: 30_000 }
+const DEFAULTS = { blockMs: 5000, batch: 16, claimIdleMs: 60_000, claimEveryMs: 30_000, readingAllowed: () => true }
+const HOLD_MS = 200
 const CLAIM_COUNT = 50
 const RETRY_AFTER_ERROR_MS = 1000
 
@@ -106,6 +109,10 @@ export class CommandConsumer {
 	private async run(): Promise<void> {
 		const { reader, stream, group, consumer, batch, blockMs, log } = this.o
 		while (!this.stopping) {
+			if (!this.o.readingAllowed()) {
+				await this.pause(HOLD_MS)
+				continue
+			}
 			try {
 				if (Date.now() >= this.nextClaimAt) await this.reclaim()
 				const reply = (await reader.xreadgroup('GROUP', group, consumer, 'COUNT', batch, 'BLOCK', blockMs, 'STREAMS', stream, '>')) as ReadReply

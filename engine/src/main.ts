@@ -3,11 +3,13 @@
  * its configuration in env WAPP_ENGINE_CONFIG. Exit codes: 0 stopped on a signal, 1 runtime
  * failure (restart me), 3 configuration (restarting will not help).
  */
+import { MasterKeyError } from './auth/crypto.js'
 import { ConfigError, loadConfig } from './config.js'
 import { Engine } from './engine.js'
 import { ExitCode } from './exit-codes.js'
 import type { EngineRuntimeConfig } from './generated/contracts.js'
 import { createRootLogger, type Logger } from './log.js'
+import { Messaging } from './messaging/index.js'
 
 /** Inside supervisor's and systemd's stop timeouts; past it the exit is forced (code 1). */
 const SHUTDOWN_TIMEOUT_MS = 9_000
@@ -29,7 +31,7 @@ try {
 }
 
 const log: Logger = createRootLogger({ level: config.log_level, upstream: config.upstream })
-const engine = new Engine({ config, log, startedAt })
+const engine = new Engine({ config, log, startedAt, modules: [new Messaging()] })
 
 process.on('uncaughtException', err => {
 	log.fatal({ err }, 'uncaught exception')
@@ -40,8 +42,9 @@ process.on('unhandledRejection', reason => {
 	process.exit(ExitCode.FAILURE)
 })
 
-// First SIGTERM/SIGINT drains (stop reading, finish the batch in hand, stop the heartbeat,
-// close Redis) and exits 0; a second signal, or a drain past the timeout, forces exit 1.
+// First SIGTERM/SIGINT drains (stop reading, finish the batch in hand and in-flight sends,
+// close the sockets without logging out, flush auth writes, stop the heartbeat, close
+// Redis) and exits 0; a second signal, or a drain past the timeout, forces exit 1.
 function onSignal(signal: NodeJS.Signals): void {
 	if (engine.isStopping) {
 		log.warn({ signal }, 'second signal: exiting without finishing the drain')
@@ -72,8 +75,10 @@ try {
 } catch (err) {
 	// A stop requested during start makes start fail on purpose; onSignal finishes the exit.
 	if (!engine.isStopping) {
-		log.fatal({ err }, 'engine failed to start')
+		// An unusable master key is configuration: restarting cannot fix it.
+		const configuration = err instanceof MasterKeyError
+		log.fatal({ err }, configuration ? `invalid engine configuration: ${(err as Error).message}` : 'engine failed to start')
 		await engine.stop().catch(() => undefined)
-		process.exit(ExitCode.FAILURE)
+		process.exit(configuration ? ExitCode.CONFIGURATION : ExitCode.FAILURE)
 	}
 }

@@ -1,0 +1,59 @@
+/**
+ * Auth state at rest (design.md, Security): every value AES-256-GCM under a per-session
+ * data key; the data key itself AES-256-GCM-wrapped by the master key. Redis never sees a
+ * plaintext creds or signal key, nor an unwrapped data key.
+ *
+ * Wire format of every sealed value: 12-byte IV || 16-byte tag || ciphertext. The AAD binds
+ * a value to its place (`wapp:auth:{session}` + field), so a value copied to another
+ * field or session does not decrypt. `wapp keys rotate-master` (Python) re-wraps the
+ * `dek` field only: unwrap with the old master key, wrap with the new, same AAD.
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+import { readFileSync, statSync } from 'node:fs'
+
+export const KEY_BYTES = 32
+const IV_BYTES = 12
+const TAG_BYTES = 16
+
+export class MasterKeyError extends Error {
+	override name = 'MasterKeyError'
+}
+
+/** The master key file as `appliance/security/master_key.py` writes it: base64 of 32 bytes, 0600. */
+export function loadMasterKey(file: string): Buffer {
+	let raw: string
+	try {
+		const st = statSync(file)
+		// Same rule as the Python loader: a key others can read is not a secret any more.
+		if ((st.mode & 0o077) !== 0) throw new MasterKeyError(`master key file ${file} must be readable by its owner only (chmod 600)`)
+		raw = readFileSync(file, 'utf8').trim()
+	} catch (err) {
+		if (err instanceof MasterKeyError) throw err
+		throw new MasterKeyError(`cannot read the master key file ${file}: ${(err as Error).message}`)
+	}
+	if (!/^[A-Za-z0-9+/]+={0,2}$/.test(raw)) throw new MasterKeyError(`master key file ${file} is not base64`)
+	const key = Buffer.from(raw, 'base64')
+	if (key.length !== KEY_BYTES) throw new MasterKeyError(`master key file ${file} must hold ${KEY_BYTES} bytes, has ${key.length}`)
+	return key
+}
+
+export function seal(key: Buffer, plaintext: Buffer, aad: string): Buffer {
+	const iv = randomBytes(IV_BYTES)
+	const cipher = createCipheriv('aes-256-gcm', key, iv)
+	cipher.setAAD(Buffer.from(aad, 'utf8'))
+	const body = Buffer.concat([cipher.update(plaintext), cipher.final()])
+	return Buffer.concat([iv, cipher.getAuthTag(), body])
+}
+
+/** Throws on a wrong key, a wrong place (AAD) or any tampering. */
+export function open(key: Buffer, sealed: Buffer, aad: string): Buffer {
+	if (sealed.length < IV_BYTES + TAG_BYTES) throw new Error('sealed value too short')
+	const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, IV_BYTES))
+	decipher.setAAD(Buffer.from(aad, 'utf8'))
+	decipher.setAuthTag(sealed.subarray(IV_BYTES, IV_BYTES + TAG_BYTES))
+	return Buffer.concat([decipher.update(sealed.subarray(IV_BYTES + TAG_BYTES)), decipher.final()])
+}
+
+export function newDataKey(): Buffer {
+	return randomBytes(KEY_BYTES)
+}

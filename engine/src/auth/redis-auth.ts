@@ -1,0 +1,211 @@
+/**
+ * Baileys auth state (creds + signal keys) in one Redis hash per session,
+ * `wapp:auth:{session}`, every field sealed (crypto.ts):
+ *
+ * | field | value |
+ * | --- | --- |
+ * | `dek` | the session's data key, wrapped by the master key (AAD `wapp:auth:{session}:dek`) |
+ * | `creds` | `AuthenticationCreds` as BufferJSON, sealed with the data key |
+ * | `k:{type}:{id}` | one signal key (`session`, `pre-key`, `sender-key`, ...), same |
+ *
+ * Writes are batched per tick: every set queued in one turn of the event loop goes out in
+ * one MULTI. Reads see queued writes at once. Hot keys (everything but pre-keys, which
+ * are read once and deleted) are kept decrypted in the process-wide budgeted LRU.
+ */
+import { BufferJSON, initAuthCreds, proto, type AuthenticationCreds, type AuthenticationState, type SignalDataSet, type SignalDataTypeMap } from '@whiskeysockets/baileys'
+import type { Redis } from 'ioredis'
+import type { Logger } from '../log.js'
+import { newDataKey, open, seal } from './crypto.js'
+import type { BudgetLru } from './lru.js'
+
+type KeyType = keyof SignalDataTypeMap
+
+/** Read once when a pkmsg arrives, then deleted: caching them would only hold memory. */
+const UNCACHED: ReadonlySet<KeyType> = new Set<KeyType>(['pre-key'])
+
+export interface AuthStoreOptions {
+	redis: Redis
+	/** `wapp:auth:{session}` */
+	key: string
+	masterKey: Buffer
+	/** The process-wide decrypted-key cache; entries are prefixed per session. */
+	cache: BudgetLru
+	log: Logger
+}
+
+export class RedisAuthStore {
+	readonly state: AuthenticationState
+	private readonly pending = new Map<string, { sealed: Buffer | null; plain: unknown }>()
+	private flushing: Promise<void> | undefined
+	private tickFlush: Promise<void> | undefined
+	private closed = false
+
+	private constructor(
+		private readonly o: AuthStoreOptions,
+		private readonly dataKey: Buffer,
+		creds: AuthenticationCreds,
+	) {
+		this.state = {
+			creds,
+			keys: {
+				get: (type, ids) => this.getKeys(type, ids),
+				set: data => this.setKeys(data),
+			},
+		}
+	}
+
+	/** Load (or create) the data key and creds of a session. */
+	static async open(o: AuthStoreOptions): Promise<RedisAuthStore> {
+		const dekAad = `${o.key}:dek`
+		let wrapped = await o.redis.hgetBuffer(o.key, 'dek')
+		if (wrapped === null) {
+			// HSETNX: two starts racing for one session must end up with one data key.
+			await o.redis.hsetnx(o.key, 'dek', seal(o.masterKey, newDataKey(), dekAad))
+			wrapped = await o.redis.hgetBuffer(o.key, 'dek')
+			if (wrapped === null) throw new Error(`${o.key}: data key vanished while it was created`)
+		}
+		const dataKey = open(o.masterKey, wrapped, dekAad)
+		const sealedCreds = await o.redis.hgetBuffer(o.key, 'creds')
+		const creds = sealedCreds === null ? initAuthCreds() : (parse(open(dataKey, sealedCreds, `${o.key}:creds`)) as AuthenticationCreds)
+		return new RedisAuthStore(o, dataKey, creds)
+	}
+
+	/** True once this session has paired (creds carry an account). */
+	get registered(): boolean {
+		return this.state.creds.me !== undefined
+	}
+
+	/** Queue the current creds (Baileys' `creds.update`). */
+	saveCreds(): Promise<void> {
+		this.queue('creds', this.state.creds)
+		return this.scheduleFlush()
+	}
+
+	/** Wait until everything queued so far is in Redis. */
+	async flush(): Promise<void> {
+		while (this.pending.size > 0 || this.flushing) {
+			if (this.flushing) await this.flushing
+			else await this.writeOut()
+		}
+	}
+
+	/** Flush, then refuse further writes (the socket is gone; a late event must not write). */
+	async close(): Promise<void> {
+		await this.flush()
+		this.closed = true
+	}
+
+	/** Logout: drop queued writes and delete the whole hash, data key included. */
+	async clear(): Promise<void> {
+		this.closed = true
+		this.pending.clear()
+		await this.flushing
+		await this.o.redis.del(this.o.key)
+		this.o.cache.deletePrefix(this.cachePrefix)
+	}
+
+	private get cachePrefix(): string {
+		return `${this.o.key}\0`
+	}
+
+	private async getKeys<T extends KeyType>(type: T, ids: string[]): Promise<{ [id: string]: SignalDataTypeMap[T] }> {
+		const out: { [id: string]: SignalDataTypeMap[T] } = {}
+		const missing: string[] = []
+		for (const id of ids) {
+			const field = keyField(type, id)
+			const queued = this.pending.get(field)
+			if (queued !== undefined) {
+				if (queued.plain !== null) out[id] = queued.plain as SignalDataTypeMap[T]
+				continue
+			}
+			const cached = this.o.cache.get(this.cachePrefix + field)
+			if (cached !== undefined) out[id] = cached as SignalDataTypeMap[T]
+			else missing.push(id)
+		}
+		if (missing.length === 0) return out
+		const fields = missing.map(id => keyField(type, id))
+		const values = await this.o.redis.hmgetBuffer(this.o.key, ...fields)
+		missing.forEach((id, i) => {
+			const sealed = values[i]
+			if (sealed === null || sealed === undefined) return
+			const plaintext = open(this.dataKey, sealed, `${this.o.key}:${fields[i]}`)
+			let value = parse(plaintext)
+			// Stored as plain JSON; Baileys wants the protobuf object back (as its file store does).
+			if (type === 'app-state-sync-key' && value) value = proto.Message.AppStateSyncKeyData.fromObject(value as object)
+			out[id] = value as SignalDataTypeMap[T]
+			if (!UNCACHED.has(type)) this.o.cache.set(this.cachePrefix + fields[i], value, 0, plaintext.length)
+		})
+		return out
+	}
+
+	private setKeys(data: SignalDataSet): Promise<void> {
+		for (const [type, entries] of Object.entries(data) as [KeyType, Record<string, unknown> | undefined][]) {
+			for (const [id, value] of Object.entries(entries ?? {})) this.queue(keyField(type, id), value ?? null, type)
+		}
+		return this.scheduleFlush()
+	}
+
+	private queue(field: string, value: unknown, type?: KeyType): void {
+		if (this.closed) {
+			this.o.log.debug({ field }, 'auth write after close dropped')
+			return
+		}
+		const cacheKey = this.cachePrefix + field
+		if (value === null) {
+			this.pending.set(field, { sealed: null, plain: null })
+			this.o.cache.delete(cacheKey)
+			return
+		}
+		const plaintext = Buffer.from(JSON.stringify(value, BufferJSON.replacer), 'utf8')
+		this.pending.set(field, { sealed: seal(this.dataKey, plaintext, `${this.o.key}:${field}`), plain: value })
+		if (type !== undefined && !UNCACHED.has(type)) this.o.cache.set(cacheKey, value, 0, plaintext.length)
+	}
+
+	// One flush per tick: every set queued in this turn of the loop shares one MULTI.
+	private scheduleFlush(): Promise<void> {
+		this.tickFlush ??= new Promise<void>((resolve, reject) =>
+			setImmediate(() => {
+				this.tickFlush = undefined
+				this.flush().then(resolve, reject)
+			}),
+		)
+		return this.tickFlush
+	}
+
+	private writeOut(): Promise<void> {
+		const batch = [...this.pending.entries()]
+		this.pending.clear()
+		const multi = this.o.redis.multi()
+		const sets: (string | Buffer)[] = []
+		const dels: string[] = []
+		for (const [field, { sealed }] of batch) {
+			if (sealed === null) dels.push(field)
+			else sets.push(field, sealed)
+		}
+		if (sets.length > 0) multi.hset(this.o.key, ...sets)
+		if (dels.length > 0) multi.hdel(this.o.key, ...dels)
+		this.flushing = multi
+			.exec()
+			.then(results => {
+				const failed = results?.find(([err]) => err !== null)
+				if (failed) throw failed[0]
+			})
+			.catch(err => {
+				// Put back what did not land, unless newer values were queued meanwhile.
+				for (const [field, entry] of batch) if (!this.pending.has(field) && !this.closed) this.pending.set(field, entry)
+				throw err
+			})
+			.finally(() => {
+				this.flushing = undefined
+			})
+		return this.flushing
+	}
+}
+
+function keyField(type: string, id: string): string {
+	return `k:${type}:${id}`
+}
+
+function parse(plaintext: Buffer): unknown {
+	return JSON.parse(plaintext.toString('utf8'), BufferJSON.reviver)
+}
