@@ -134,6 +134,26 @@ class WebhooksSettings(Section):
     retry_max_s: float = Field(default=3600.0, gt=0)
     retry_window_s: float = Field(default=86400.0, gt=0)
     allow_private: bool = False
+    # After a secret rotation the previous secret keeps signing this long.
+    rotation_overlap_s: float = Field(default=86400.0, ge=0)
+    # How often an idle dispatcher looks for due deliveries.
+    poll_interval_s: float = Field(default=0.2, gt=0)
+    # A dispatcher owns an endpoint for this long unless it renews (a crashed worker's
+    # endpoints are taken over after it).
+    lease_s: float = Field(default=30.0, gt=0)
+    # Deliveries an endpoint's sender loads per round.
+    batch_size: int = Field(default=256, ge=1)
+    # Admin alerts (session logged_out or failed, engine recycled): a webhook and/or email.
+    alert_webhook_url: str | None = None
+    alert_email_to: str | None = None
+    alert_email_from: str = "wapp@localhost"
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = True
+    # At most one alert per subject (session and state, or engine) in this many seconds.
+    alert_min_interval_s: float = Field(default=300.0, ge=0)
 
 
 class SandboxSettings(Section):

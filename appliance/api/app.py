@@ -9,11 +9,12 @@ from fastapi import FastAPI
 
 from appliance.api.errors import install_error_handlers
 from appliance.api.middleware import TraceMiddleware
-from appliance.api.routes import health, keys, sessions
+from appliance.api.routes import health, keys, sessions, webhooks
 from appliance.api.state import AppState
 from appliance.db.engine import create_db_engine, create_sessionmaker
 from appliance.redis_client import create_redis
 from appliance.settings import Settings
+from appliance.webhooks.runtime import WebhooksRuntime
 
 DESCRIPTION = """
 wapp drives many WhatsApp numbers ("sessions") from one small box.
@@ -36,9 +37,11 @@ def create_app(settings: Settings) -> FastAPI:
             writer=create_sessionmaker(db),
             reader=create_sessionmaker(db, read_only=True),
         )
+        app.state.webhooks = WebhooksRuntime.start(settings, db, redis)
         try:
             yield
         finally:
+            await app.state.webhooks.stop()
             await redis.aclose()
             await db.dispose()
 
@@ -55,4 +58,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(sessions.router)
+    app.include_router(webhooks.router)
     return app

@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         init_cmd,
         keys_cmd,
         stack_cmd,
+        webhooks_cmd,
     )
 
     config_cmd.register(app)
@@ -31,3 +32,4 @@ def register(app: typer.Typer) -> None:
     stack_cmd.register(app)
     api_cmd.register(app)
     engine_cmd.register(app)
+    webhooks_cmd.register(app)

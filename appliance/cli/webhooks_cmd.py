@@ -1,0 +1,197 @@
+"""`wapp webhooks list|add|rm|rotate|test|replay`: admin access over the same services as the API.
+
+Endpoints added here are admin-wide (every event) unless `--session` or `--key` narrows
+them. A secret is printed once, at creation or rotation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from appliance.cli.context import settings
+from appliance.cli.db_access import database
+from appliance.db.models import Webhook
+from appliance.security.master_key import load_master_key
+from appliance.settings import Settings
+from appliance.webhooks import service
+from appliance.webhooks.crypto import SecretBox
+
+ADMIN = service.Scope(key_id=None, is_admin=True)
+
+
+def _row(w: Webhook) -> dict[str, Any]:
+    return {
+        "id": w.id,
+        "url": w.url,
+        "sessionId": w.session_id,
+        "ownerKeyId": w.owner_key_id,
+        "eventTypes": w.event_types,
+        "enabled": w.enabled,
+        "disabledReason": w.disabled_reason,
+        "createdAt": w.created_at.isoformat(),
+    }
+
+
+def _box(s: Settings) -> SecretBox:
+    return SecretBox(load_master_key(s.master_key_path))
+
+
+def _since(value: str) -> datetime:
+    """An ISO 8601 time, or a duration back from now: `30m`, `2h`, `1d`."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value and value[-1] in units and value[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter("an ISO 8601 time or 30m/2h/1d", param_hint="--since") from exc
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(
+        help="Webhook endpoints (signed, retried, replayable).", no_args_is_help=True
+    )
+
+    @group.command("list")
+    def list_(
+        ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON output.")
+    ) -> None:
+        """List endpoints (never their secrets)."""
+
+        async def go() -> list[Webhook]:
+            async with database(settings(ctx)) as sessions:
+                return await service.list_webhooks(sessions, scope=ADMIN)
+
+        rows = [_row(w) for w in asyncio.run(go())]
+        if as_json:
+            typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+            return
+        table = Table("id", "url", "scope", "events", "enabled")
+        for r in rows:
+            scope = (r["sessionId"] and f"session {r['sessionId']}") or (
+                f"key {r['ownerKeyId']}" if r["ownerKeyId"] else "all (admin)"
+            )
+            state = "yes" if r["enabled"] else f"no: {r['disabledReason'] or ''}"
+            table.add_row(r["id"], r["url"], scope, ",".join(r["eventTypes"] or ["*"]), state)
+        Console().print(table)
+
+    @group.command("add")
+    def add(
+        ctx: typer.Context,
+        url: str = typer.Argument(..., help="http(s) URL of the receiver."),
+        session: str | None = typer.Option(None, help="Only this session's events (id or name)."),
+        key: str | None = typer.Option(None, help="Owned by this tenant key id (its sessions)."),
+        event: list[str] = typer.Option([], "--event", help="Only this event type (repeat)."),
+    ) -> None:
+        """Add an endpoint and print its secret once."""
+        s = settings(ctx)
+        scope = ADMIN if key is None else service.Scope(key_id=key, is_admin=False)
+
+        async def go() -> service.Created:
+            async with database(s) as sessions:
+                return await service.create_webhook(
+                    sessions,
+                    scope=scope,
+                    box=_box(s),
+                    settings=s.webhooks,
+                    url=url,
+                    session=session,
+                    event_types=event or None,
+                )
+
+        created = asyncio.run(go())
+        Console().print(f"added webhook {created.webhook.id} -> {created.webhook.url}")
+        Console().print("signing secret (store it now, it is not shown again):")
+        typer.echo(created.secret)
+
+    @group.command("rm")
+    def rm(ctx: typer.Context, webhook_id: str = typer.Argument(...)) -> None:
+        """Delete an endpoint and its delivery history."""
+
+        async def go() -> None:
+            async with database(settings(ctx)) as sessions:
+                await service.delete_webhook(sessions, scope=ADMIN, webhook_id=webhook_id)
+
+        asyncio.run(go())
+        Console().print(f"deleted webhook {webhook_id}")
+
+    @group.command("rotate")
+    def rotate(
+        ctx: typer.Context,
+        webhook_id: str = typer.Argument(...),
+        overlap_s: float | None = typer.Option(
+            None, min=0, help="Old secret keeps signing this long (default: config)."
+        ),
+    ) -> None:
+        """New signing secret; both sign during the overlap window."""
+        s = settings(ctx)
+
+        async def go() -> service.Created:
+            async with database(s) as sessions:
+                return await service.rotate_secret(
+                    sessions,
+                    scope=ADMIN,
+                    box=_box(s),
+                    settings=s.webhooks,
+                    webhook_id=webhook_id,
+                    overlap_s=overlap_s,
+                )
+
+        rotated = asyncio.run(go())
+        until = rotated.webhook.previous_secret_expires_at
+        Console().print(
+            f"rotated {webhook_id}; old secret signs until {until or 'now (no overlap)'}"
+        )
+        typer.echo(rotated.secret)
+
+    @group.command("test")
+    def test(ctx: typer.Context, webhook_id: str = typer.Argument(...)) -> None:
+        """Send a signed `webhook.test` event now; exit 1 unless the receiver answers 2xx."""
+        s = settings(ctx)
+
+        async def go() -> service.TestResult:
+            async with database(s) as sessions:
+                return await service.send_test(
+                    sessions, scope=ADMIN, box=_box(s), settings=s.webhooks, webhook_id=webhook_id
+                )
+
+        result = asyncio.run(go())
+        Console().print(
+            f"{'ok' if result.ok else 'FAILED'}: status={result.status_code} "
+            f"latency={result.latency_ms}ms webhook-id={result.event_id}"
+            + (f" error={result.error}" if result.error else "")
+        )
+        if not result.ok:
+            raise typer.Exit(1)
+
+    @group.command("replay")
+    def replay(
+        ctx: typer.Context,
+        webhook_id: str = typer.Argument(...),
+        since: str = typer.Option(..., help="ISO 8601 time, or 30m / 2h / 1d back from now."),
+        failed_only: bool = typer.Option(False, help="Only failed and dead-lettered deliveries."),
+    ) -> None:
+        """Send again the deliveries of events since a time, with their webhook-id."""
+        at = _since(since)
+
+        async def go() -> int:
+            async with database(settings(ctx)) as sessions:
+                return await service.replay(
+                    sessions,
+                    scope=ADMIN,
+                    webhook_id=webhook_id,
+                    since=at,
+                    include_delivered=not failed_only,
+                )
+
+        Console().print(f"requeued {asyncio.run(go())} deliveries of {webhook_id}")
+
+    app.add_typer(group, name="webhooks")

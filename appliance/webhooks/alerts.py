@@ -1,0 +1,194 @@
+"""Admin alerts: a session going `logged_out` or `failed`, or the engine being recycled.
+
+Sent to `webhooks.alert_webhook_url` (JSON) and, when SMTP is configured, by email to
+`webhooks.alert_email_to`. One alert per subject per `alert_min_interval_s` at most, so a
+flapping session cannot flood: the limit is a row-free check on `sessions.state_changed_at`
+plus an in-process memory of the last alert per subject (one worker's alerter runs at a
+time: it holds a lease like the dispatcher's, on a Redis-free basis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import aiosmtplib
+import httpx
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from appliance.db.engine import create_sessionmaker
+from appliance.db.models import Session
+from appliance.db.types import utcnow
+from appliance.settings import WebhooksSettings
+
+log = logging.getLogger("appliance.webhooks.alerts")
+
+ALERT_STATES = ("logged_out", "failed")
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str  # session.logged_out | session.failed | engine.recycled
+    subject: str  # what the rate limit is keyed on
+    message: str
+    at: datetime
+    details: dict[str, Any]
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "type": f"alert.{self.kind}",
+            "subject": self.subject,
+            "message": self.message,
+            "timestamp": self.at.isoformat(),
+            "details": self.details,
+        }
+
+
+class RateLimiter:
+    """At most one alert per subject per interval, across processes (Redis)."""
+
+    def __init__(self, redis: aioredis.Redis, interval_s: float) -> None:
+        self.redis = redis
+        self.interval_s = interval_s
+
+    async def allow(self, subject: str) -> bool:
+        if self.interval_s <= 0:
+            return True
+        ms = max(1, int(self.interval_s * 1000))
+        return bool(await self.redis.set(f"wapp:alerts:{subject}", "1", nx=True, px=ms))
+
+
+class Alerter:
+    """Watches session states and sends admin alerts; `alert()` for other sources."""
+
+    def __init__(
+        self,
+        settings: WebhooksSettings,
+        db: AsyncEngine,
+        redis: aioredis.Redis,
+        *,
+        scan_s: float = 2.0,
+    ) -> None:
+        self.settings = settings
+        self.sessions: async_sessionmaker[AsyncSession] = create_sessionmaker(db, read_only=True)
+        self.limiter = RateLimiter(redis, settings.alert_min_interval_s)
+        self.scan_s = scan_s
+        self.sent: list[Alert] = []
+        self._since = utcnow() - timedelta(seconds=scan_s)
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def configured(self) -> bool:
+        s = self.settings
+        return bool(s.alert_webhook_url or (s.alert_email_to and s.smtp_host))
+
+    def start(self) -> None:
+        if self.configured and self._task is None:
+            self._task = asyncio.create_task(self._run(), name="wapp-admin-alerts")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.scan()
+            except Exception:
+                log.exception("admin alerts: scan failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.scan_s)
+
+    async def scan(self) -> int:
+        """Alert on sessions that entered an alert state since the last scan."""
+        async with self.sessions() as db:
+            rows = (
+                (
+                    await db.execute(
+                        sa.select(Session)
+                        .where(
+                            col(Session.state).in_(ALERT_STATES),
+                            col(Session.state_changed_at) > self._since,
+                        )
+                        .order_by(col(Session.state_changed_at))
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        sent = 0
+        for s in rows:
+            self._since = max(self._since, s.state_changed_at)
+            alert = Alert(
+                kind=f"session.{s.state}",
+                subject=f"session:{s.name}",
+                message=f"session {s.name} is {s.state}: {s.state_reason or 'no reason given'}",
+                at=s.state_changed_at,
+                details={"session": s.name, "state": s.state, "reason": s.state_reason},
+            )
+            sent += await self.alert(alert)
+        return sent
+
+    async def alert(self, alert: Alert) -> int:
+        """Send unless rate-limited; 1 when sent (to at least one channel)."""
+        if not await self.limiter.allow(alert.subject):
+            log.info("admin alert rate-limited: %s", alert.message)
+            return 0
+        ok = False
+        if self.settings.alert_webhook_url:
+            try:
+                async with httpx.AsyncClient(timeout=self.settings.timeout_s) as client:
+                    response = await client.post(self.settings.alert_webhook_url, json=alert.body())
+                ok = response.is_success or ok
+            except httpx.HTTPError as exc:
+                log.warning("admin alert webhook failed: %s", exc)
+        if self.settings.alert_email_to and self.settings.smtp_host:
+            try:
+                await self._email(alert)
+                ok = True
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                log.warning("admin alert email failed: %s", exc)
+        if ok:
+            self.sent.append(alert)
+        return int(ok)
+
+    async def _email(self, alert: Alert) -> None:
+        s = self.settings
+        msg = EmailMessage()
+        msg["From"] = s.alert_email_from
+        msg["To"] = s.alert_email_to
+        msg["Subject"] = f"[wapp] {alert.message}"[:200]
+        msg.set_content(f"{alert.message}\n\nat {alert.at.isoformat()}\n{alert.details}\n")
+        await aiosmtplib.send(
+            msg,
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_username,
+            password=s.smtp_password,
+            start_tls=s.smtp_starttls,
+            timeout=s.timeout_s,
+        )
+
+
+async def engine_recycled(alerter: Alerter, *, reason: str, rss_mb: float | None = None) -> int:
+    """For the watchdog: the engine was recycled."""
+    return await alerter.alert(
+        Alert(
+            kind="engine.recycled",
+            subject="engine",
+            message=f"engine recycled: {reason}",
+            at=utcnow(),
+            details={"reason": reason, "rssMb": rss_mb},
+        )
+    )

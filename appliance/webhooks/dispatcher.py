@@ -1,0 +1,439 @@
+"""The dispatcher: sends due outbox rows, retries, dead-letters. One per api worker.
+
+Endpoints are leased (`webhooks.lease_owner/lease_until`, claimed with one conditional
+UPDATE, atomic on SQLite and on Postgres): at any time one worker sends an endpoint's
+deliveries, so per-endpoint concurrency and per-(endpoint, session) order hold across
+workers. A crashed worker's endpoints are taken over when its lease expires; what it
+had sent but not recorded is sent again with the same `webhook-id` (at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from appliance.db.engine import create_sessionmaker
+from appliance.db.models import Webhook, WebhookDelivery, WebhookDeliveryAttempt
+from appliance.db.types import new_id, utcnow
+from appliance.settings import WebhooksSettings
+from appliance.webhooks import signing, ssrf
+from appliance.webhooks.crypto import SecretBox
+from appliance.webhooks.service import signing_secrets
+
+log = logging.getLogger("appliance.webhooks")
+
+_DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
+_WEBHOOKS = Webhook.__table__  # type: ignore[attr-defined]
+_ATTEMPTS = WebhookDeliveryAttempt.__table__  # type: ignore[attr-defined]
+
+
+def backoff_s(attempts: int, settings: WebhooksSettings) -> float:
+    """Delay before try `attempts + 1`: exponential from retry_initial_s, capped, equal jitter."""
+    base: float = min(settings.retry_max_s, settings.retry_initial_s * 2.0 ** max(0, attempts - 1))
+    return base / 2 + random.uniform(0, base / 2)
+
+
+def retry_after_s(value: str | None, now: datetime) -> float | None:
+    """`Retry-After` in seconds or as an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        at = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if at.tzinfo is None:
+        return None
+    return max(0.0, (at - now).total_seconds())
+
+
+@dataclass
+class Outcome:
+    """What one try gave, and what it means for the row and the endpoint."""
+
+    delivery_id: str
+    attempt: int
+    at: datetime
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+    # delivered | retry | failed | dead
+    verdict: str
+    next_attempt_at: datetime | None = None
+    disable_endpoint: str | None = None
+
+
+@dataclass
+class _Row:
+    id: str
+    event_id: str
+    session: str | None
+    payload: dict[str, Any]
+    attempts: int
+    created_at: datetime
+
+
+def classify(
+    row: _Row,
+    *,
+    status_code: int | None,
+    retry_after: str | None,
+    error: str | None,
+    latency_ms: int,
+    at: datetime,
+    settings: WebhooksSettings,
+) -> Outcome:
+    attempt = row.attempts + 1
+    out = Outcome(row.id, attempt, at, status_code, latency_ms, error, "retry")
+    if status_code is not None and 200 <= status_code < 300:
+        out.verdict = "delivered"
+        return out
+    if status_code == 410:
+        out.verdict = "failed"
+        out.disable_endpoint = "the receiver answered 410 Gone"
+        return out
+    if status_code is not None and 400 <= status_code < 500 and status_code not in (408, 429):
+        out.verdict = "failed"
+        return out
+    delay = backoff_s(attempt, settings)
+    if status_code == 429:
+        honoured = retry_after_s(retry_after, at)
+        if honoured is not None:
+            delay = honoured
+    deadline = row.created_at + timedelta(seconds=settings.retry_window_s)
+    next_at = at + timedelta(seconds=delay)
+    if next_at > deadline:
+        out.verdict = "dead"
+        return out
+    out.next_attempt_at = next_at
+    return out
+
+
+class Dispatcher:
+    """`start()` in the api lifespan, `await stop()` on shutdown."""
+
+    def __init__(
+        self,
+        settings: WebhooksSettings,
+        db: AsyncEngine,
+        *,
+        master_key: bytes,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions: async_sessionmaker[AsyncSession] = create_sessionmaker(db)
+        self.box = SecretBox(master_key)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._global = asyncio.Semaphore(settings.max_concurrency)
+        self._endpoints: dict[str, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._client: httpx.AsyncClient | None = None
+        self._resolved: dict[tuple[str, int], tuple[float, bool]] = {}
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is not None:
+            return
+        limits = httpx.Limits(
+            max_connections=self.settings.max_concurrency,
+            max_keepalive_connections=self.settings.max_concurrency,
+        )
+        self._client = httpx.AsyncClient(
+            timeout=self.settings.timeout_s, limits=limits, follow_redirects=False
+        )
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name="wapp-webhook-dispatcher")
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Let in-flight sends finish (up to `timeout_s`), record them, release the leases."""
+        self._stopping.set()
+        tasks = [t for t in [self._task, *self._endpoints.values()] if t is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._task = None
+        self._endpoints.clear()
+        with contextlib.suppress(Exception):
+            await self._release_leases()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # --- the loop ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                for webhook_id in await self._claim():
+                    task = self._endpoints.get(webhook_id)
+                    if task is None or task.done():
+                        self._endpoints[webhook_id] = asyncio.create_task(
+                            self._serve_endpoint(webhook_id), name=f"wapp-webhook-{webhook_id}"
+                        )
+            except Exception:
+                log.exception("webhook dispatcher: claiming endpoints failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval_s)
+
+    async def _claim(self) -> list[str]:
+        """Lease (or renew) the enabled endpoints that have due deliveries."""
+        now = utcnow()
+        until = now + timedelta(seconds=self.settings.lease_s)
+        d = _DELIVERIES.alias("d")
+        due = (
+            sa.select(sa.literal(1))
+            .select_from(d)
+            .where(
+                d.c.webhook_id == _WEBHOOKS.c.id,
+                d.c.status == "pending",
+                d.c.next_attempt_at <= now,
+            )
+            .exists()
+        )
+        stmt = (
+            sa.update(_WEBHOOKS)
+            .where(
+                _WEBHOOKS.c.enabled.is_(True),
+                sa.or_(
+                    _WEBHOOKS.c.lease_owner == self.owner,
+                    _WEBHOOKS.c.lease_until.is_(None),
+                    _WEBHOOKS.c.lease_until < now,
+                ),
+                due,
+            )
+            .values(lease_owner=self.owner, lease_until=until)
+            .returning(_WEBHOOKS.c.id)
+        )
+        async with self.sessions.begin() as db:
+            return [str(r) for r in (await db.execute(stmt)).scalars().all()]
+
+    async def _release_leases(self) -> None:
+        async with self.sessions.begin() as db:
+            await db.execute(
+                sa.update(_WEBHOOKS)
+                .where(_WEBHOOKS.c.lease_owner == self.owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    # --- one endpoint --------------------------------------------------------------
+
+    async def _serve_endpoint(self, webhook_id: str) -> None:
+        """Send this endpoint's due rows round after round, until none is due or we stop."""
+        try:
+            while not self._stopping.is_set():
+                async with self.sessions() as db:
+                    hook = await db.get(Webhook, webhook_id)
+                    if hook is None or not hook.enabled or hook.lease_owner != self.owner:
+                        return
+                    groups = await self._due_groups(db, webhook_id)
+                if not groups:
+                    return
+                secrets = signing_secrets(self.box, hook, utcnow())
+                per_endpoint = asyncio.Semaphore(self.settings.per_endpoint_concurrency)
+                results = await asyncio.gather(
+                    *(self._send_group(hook, secrets, rows, per_endpoint) for rows in groups)
+                )
+                outcomes = [o for group in results for o in group]
+                await self._record(webhook_id, outcomes)
+                if any(o.disable_endpoint for o in outcomes):
+                    return
+        except Exception:
+            log.exception("webhook dispatcher: endpoint %s failed", webhook_id)
+
+    async def _due_groups(self, db: AsyncSession, webhook_id: str) -> list[list[_Row]]:
+        """Due rows grouped by session, oldest first; a session whose oldest pending row
+        is waiting for a retry sends nothing newer (per-session order)."""
+        now = utcnow()
+        blocked = dict(
+            (
+                await db.execute(
+                    sa.select(_DELIVERIES.c.session, sa.func.min(_DELIVERIES.c.created_at))
+                    .where(
+                        _DELIVERIES.c.webhook_id == webhook_id,
+                        _DELIVERIES.c.status == "pending",
+                        _DELIVERIES.c.next_attempt_at > now,
+                    )
+                    .group_by(_DELIVERIES.c.session)
+                )
+            )
+            .tuples()
+            .all()
+        )
+        rows = (
+            await db.execute(
+                sa.select(
+                    _DELIVERIES.c.id,
+                    _DELIVERIES.c.event_id,
+                    _DELIVERIES.c.session,
+                    _DELIVERIES.c.payload,
+                    _DELIVERIES.c.attempts,
+                    _DELIVERIES.c.created_at,
+                )
+                .where(
+                    _DELIVERIES.c.webhook_id == webhook_id,
+                    _DELIVERIES.c.status == "pending",
+                    _DELIVERIES.c.next_attempt_at <= now,
+                )
+                .order_by(_DELIVERIES.c.created_at, _DELIVERIES.c.id)
+                .limit(self.settings.batch_size)
+            )
+        ).all()
+        groups: dict[str | None, list[_Row]] = {}
+        for r in rows:
+            created = r.created_at
+            first_blocked = blocked.get(r.session)
+            if first_blocked is not None and _aware(first_blocked) < _aware(created):
+                continue
+            groups.setdefault(r.session, []).append(
+                _Row(r.id, r.event_id, r.session, r.payload, r.attempts, _aware(created))
+            )
+        return list(groups.values())
+
+    async def _send_group(
+        self, hook: Webhook, secrets: list[str], rows: list[_Row], per_endpoint: asyncio.Semaphore
+    ) -> list[Outcome]:
+        """One session's rows in order; stop at the first that is not delivered."""
+        outcomes: list[Outcome] = []
+        async with per_endpoint:
+            for row in rows:
+                async with self._global:
+                    outcome = await self._send_one(hook, secrets, row)
+                outcomes.append(outcome)
+                if outcome.verdict != "delivered":
+                    break
+        return outcomes
+
+    async def _send_one(self, hook: Webhook, secrets: list[str], row: _Row) -> Outcome:
+        assert self._client is not None
+        body = orjson.dumps(row.payload)
+        now = utcnow()
+        headers = signing.headers(secrets, row.event_id, int(now.timestamp()), body)
+        started = time.perf_counter()
+        code: int | None = None
+        retry_after: str | None = None
+        error: str | None = None
+        try:
+            await self._check_target(hook.url)
+            response = await self._client.post(hook.url, content=body, headers=headers)
+            code = response.status_code
+            retry_after = response.headers.get("retry-after")
+            if not 200 <= code < 300:
+                error = response.text[:500] or None
+        except ssrf.BlockedAddress as exc:
+            latency = int((time.perf_counter() - started) * 1000)
+            out = Outcome(row.id, row.attempts + 1, now, None, latency, exc.message, "failed")
+            return out
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        latency = int((time.perf_counter() - started) * 1000)
+        return classify(
+            row,
+            status_code=code,
+            retry_after=retry_after,
+            error=error,
+            latency_ms=latency,
+            at=utcnow(),
+            settings=self.settings,
+        )
+
+    async def _check_target(self, url: str) -> None:
+        """The SSRF guard at send time, after DNS (cached a few seconds per host)."""
+        if self.settings.allow_private:
+            return
+        host, port = ssrf.check_url_syntax(url)
+        cached = self._resolved.get((host, port))
+        if cached is not None and cached[0] > time.monotonic():
+            if not cached[1]:
+                raise ssrf.BlockedAddress(f"webhook host {host} resolves to a private address")
+            return
+        try:
+            await ssrf.check_url(url, allow_private=False)
+            ok = True
+        except ssrf.BlockedAddress:
+            ok = False
+        self._resolved[(host, port)] = (time.monotonic() + 5.0, ok)
+        if not ok:
+            raise ssrf.BlockedAddress(f"webhook host {host} resolves to a private address")
+
+    async def _record(self, webhook_id: str, outcomes: list[Outcome]) -> None:
+        """Write a round's outcomes and attempts in one short transaction."""
+        if not outcomes:
+            return
+        now = utcnow()
+        update = (
+            sa.update(_DELIVERIES)
+            .where(_DELIVERIES.c.id == sa.bindparam("b_id"), _DELIVERIES.c.status == "pending")
+            .values(
+                status=sa.bindparam("b_status"),
+                attempts=sa.bindparam("b_attempts"),
+                next_attempt_at=sa.bindparam("b_next"),
+                last_status_code=sa.bindparam("b_code"),
+                last_error=sa.bindparam("b_error"),
+                last_latency_ms=sa.bindparam("b_latency"),
+                delivered_at=sa.bindparam("b_delivered"),
+                updated_at=now,
+            )
+        )
+        params = [
+            {
+                "b_id": o.delivery_id,
+                "b_status": "pending" if o.verdict == "retry" else o.verdict,
+                "b_attempts": o.attempt,
+                "b_next": o.next_attempt_at,
+                "b_code": o.status_code,
+                "b_error": o.error,
+                "b_latency": o.latency_ms,
+                "b_delivered": o.at if o.verdict == "delivered" else None,
+            }
+            for o in outcomes
+        ]
+        attempts = [
+            {
+                "id": new_id(),
+                "delivery_id": o.delivery_id,
+                "webhook_id": webhook_id,
+                "attempt": o.attempt,
+                "at": o.at,
+                "status_code": o.status_code,
+                "latency_ms": o.latency_ms,
+                "error": o.error,
+            }
+            for o in outcomes
+        ]
+        disable = next((o.disable_endpoint for o in outcomes if o.disable_endpoint), None)
+        async with self.sessions.begin() as db:
+            await db.connection()
+            await db.execute(update, params)
+            await db.execute(sa.insert(_ATTEMPTS), attempts)
+            if disable is not None:
+                await db.execute(
+                    sa.update(_WEBHOOKS)
+                    .where(_WEBHOOKS.c.id == webhook_id)
+                    .values(enabled=False, disabled_reason=disable, updated_at=now)
+                )
+                log.warning("webhook %s disabled: %s", webhook_id, disable)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.utcoffset() is not None else value.replace(tzinfo=UTC)

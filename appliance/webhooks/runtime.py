@@ -1,0 +1,64 @@
+"""What the api process runs for webhooks: the secret box and the dispatcher.
+
+Without a readable master key secrets can be neither stored nor used: the api still
+starts (other routes work) and webhook routes answer 503 saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from appliance.errors import ConfigError, ServiceUnavailable
+from appliance.security.master_key import load_master_key
+from appliance.settings import Settings
+from appliance.webhooks.alerts import Alerter
+from appliance.webhooks.crypto import SecretBox
+from appliance.webhooks.dispatcher import Dispatcher
+
+log = logging.getLogger("appliance.webhooks")
+
+
+@dataclass
+class WebhooksRuntime:
+    box: SecretBox | None
+    dispatcher: Dispatcher | None
+    alerter: Alerter | None
+    unavailable: str | None
+
+    @classmethod
+    def start(cls, settings: Settings, db: AsyncEngine, redis: aioredis.Redis) -> WebhooksRuntime:
+        try:
+            master_key = load_master_key(settings.master_key_path)
+        except ConfigError as exc:
+            log.warning("webhooks disabled: %s", exc.message)
+            return cls(None, None, None, exc.message)
+        dispatcher = Dispatcher(settings.webhooks, db, master_key=master_key)
+        dispatcher.start()
+        alerter = Alerter(settings.webhooks, db, redis)
+        alerter.start()
+        return cls(SecretBox(master_key), dispatcher, alerter, None)
+
+    async def stop(self) -> None:
+        if self.alerter is not None:
+            await self.alerter.stop()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+
+    def secret_box(self) -> SecretBox:
+        if self.box is None:
+            raise ServiceUnavailable(f"webhooks need the master key: {self.unavailable}")
+        return self.box
+
+
+def get_runtime(request: Request) -> WebhooksRuntime:
+    runtime: WebhooksRuntime = request.app.state.webhooks
+    return runtime
+
+
+RuntimeDep = Annotated[WebhooksRuntime, Depends(get_runtime)]
