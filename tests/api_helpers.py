@@ -71,3 +71,47 @@ async def put_heartbeat(
         node_version="v24",
     )
     await redis.set(redis_keys.engine_heartbeat_key(upstream), beat.model_dump_json(), ex=60)
+
+
+async def connected_session(
+    client: httpx.AsyncClient,
+    key: str,
+    db: async_sessionmaker[AsyncSession],
+    name: str = "sales-1",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A session whose row says `connected`, as the event consumer would leave it."""
+    body = await create_session(client, key, name, **extra)
+    await set_state(db, body["id"], "connected", me_jid="4915100001@s.whatsapp.net")
+    return body
+
+
+async def session_commands(redis: aioredis.Redis, session: str) -> list[Any]:
+    return await commands_on(redis, redis_keys.session_commands_stream(session))
+
+
+async def inbound_message(
+    db: async_sessionmaker[AsyncSession],
+    session_id: str,
+    *,
+    wa_id: str = "3A0000000000000001",
+    chat: str = "4915122222222@s.whatsapp.net",
+    payload: dict[str, Any] | None = None,
+    kind: str = "text",
+) -> str:
+    """An inbound row as the event consumer stores a `message.received` event."""
+    from appliance.db.models import Message
+
+    row = Message(
+        session_id=session_id,
+        direction="in",
+        kind=kind,
+        chat=chat,
+        sender_pn=chat,
+        status="received",
+        wa_id=wa_id,
+        payload=payload or {"text": "hello", "kind": kind, "wa_id": wa_id, "chat": chat},
+    )
+    async with db() as s, s.begin():
+        s.add(row)
+    return row.id
