@@ -23,6 +23,15 @@ def test_logs_of_an_unknown_program_exits_2_listing_the_valid_names(stack_dir: S
         assert name in result.stderr
 
 
+def test_up_without_a_master_key_exits_3_before_starting_anything(stack_dir: StackDir) -> None:
+    (stack_dir.data_dir / "master.key").unlink()
+    result = stack_dir.wapp("up", "-d")
+    assert result.returncode == 3
+    assert "security.master_key_file" in result.stderr
+    assert "wapp init" in result.stderr
+    assert not stack_dir.supervisor_socket.exists()
+
+
 def test_status_when_the_stack_is_down_exits_1(stack_dir: StackDir) -> None:
     result = stack_dir.wapp("status")
     assert result.returncode == 1

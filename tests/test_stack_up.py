@@ -153,7 +153,7 @@ def test_up_detached_names_the_program_that_cannot_start_and_leaves_nothing_runn
         squatter.listen()
         # Without the sandbox: fewer programs to stop again, same failure.
         result = stack_dir.wapp(
-            "up", "-d", "--timeout", "5", env={"WAPP_SANDBOX__ENABLED": "false"}
+            "up", "-d", "--timeout", "40", env={"WAPP_SANDBOX__ENABLED": "false"}
         )
     assert result.returncode == 1
     assert "api" in result.stderr.splitlines()[0]

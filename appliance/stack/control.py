@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from appliance.errors import CommandFailed
+from appliance.errors import CommandFailed, ConfigError
+from appliance.security.master_key import load_master_key
 from appliance.settings import Settings
 from appliance.stack.layout import StackLayout
 from appliance.stack.logs import last_lines
@@ -21,14 +22,22 @@ from appliance.stack.programs import find_tools
 from appliance.stack.render import write_configs
 from appliance.stack.rpc import ProgramStatus, StackStatus, Supervisor, connect
 
-# States supervisord does not leave by itself: FATAL after the last start retry, STOPPED
-# after a deliberate stop. (EXITED is not one: autorestart turns it into STARTING.)
-_GIVEN_UP = {"FATAL", "STOPPED", "UNKNOWN"}
+# While `up -d` waits, a program that exited has failed. supervisord would retry it, but
+# a stack that needs retries to come up is broken, and the user should see why now, not
+# after the retries (BACKOFF -> FATAL) or never (one failing after startsecs loops).
+_EXITED = {"BACKOFF", "EXITED", "FATAL", "STOPPED", "UNKNOWN"}
 LOG_TAIL_LINES = 20
 
 
 def prepare(settings: Settings, *, config_path: Path | None, workdir: Path) -> StackLayout:
-    """Render the configs, create the data dir's folders, bring the database schema up to date."""
+    """Check the master key, render the configs, create the data dir's folders, migrate."""
+    # Every engine and the api need it; missing, they would only restart in a loop.
+    try:
+        load_master_key(settings.master_key_path)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc.message}; `wapp init --local` creates one", details=exc.details
+        ) from exc
     layout = write_configs(settings, find_tools(settings), config_path=config_path, workdir=workdir)
     # Imported here: alembic would cost every other `wapp` command a third of a second.
     from appliance.db.migrate import upgrade
@@ -113,15 +122,15 @@ def _readiness(url: str) -> _Readiness:
 def _wait_ready(supervisor: Supervisor, *, ready_url: str, timeout_s: float) -> StackStatus:
     # RUNNING only means "alive for startsecs": a program slower than that to fail (a
     # busy port, a rejected config under load) looks RUNNING for a while. So the stack is
-    # up when /readyz says so, and a program that restarts meanwhile has failed.
+    # up when /readyz says so, and a program that exits or restarts meanwhile has failed.
     deadline = time.monotonic() + timeout_s
     first_pid: dict[str, int] = {}
     while True:
         status = supervisor.status()
         layout = supervisor.layout
-        failed = [p for p in status.programs if p.state in _GIVEN_UP]
+        failed = [p for p in status.programs if p.state in _EXITED]
         for p in status.programs:
-            if p.name in first_pid and p.pid != first_pid[p.name]:
+            if p.name in first_pid and p.pid != first_pid[p.name] and p not in failed:
                 failed.append(p)
             elif p.running and p.pid is not None:
                 first_pid[p.name] = p.pid
