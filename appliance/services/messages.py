@@ -9,6 +9,7 @@ is a Redis counter per UTC day.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import uuid
@@ -188,6 +189,12 @@ async def _media_blob(
             f"a {body.type} message needs media.url or an uploaded file",
             details={"fields": [{"field": "body.media", "message": "required"}]},
         )
+    # Blobs the engine has long sent (or never will) go after the retention age.
+    await asyncio.to_thread(
+        media.prune,
+        settings.media_outbound_dir,
+        max_age_s=settings.media.retention_max_age_h * 3600,
+    )
     family = outgoing.KIND_FAMILY[body.type]
     if family is not None and not blob.mimetype.startswith(family):
         blob.path.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -162,15 +163,23 @@ async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _parse(request: Request, max_bytes: int) -> tuple[Any, messages.Upload | None]:
+@asynccontextmanager
+async def _parsed(
+    request: Request, max_bytes: int
+) -> AsyncIterator[tuple[Any, messages.Upload | None]]:
+    """The body and the upload, if any; an upload's spooled file is closed on exit."""
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_bytes + _MULTIPART_SLACK:
-            raise MediaTooLarge(
-                f"media larger than {max_bytes} bytes", details={"maxBytes": max_bytes}
-            )
-        form = await request.form(max_files=1, max_fields=4)
+    if not content_type.startswith("multipart/form-data"):
+        try:
+            body = _BODY.validate_json(await request.body())
+        except ValidationError as exc:
+            raise _body_error(exc, "body") from exc
+        yield body, None
+        return
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes + _MULTIPART_SLACK:
+        raise MediaTooLarge(f"media larger than {max_bytes} bytes", details={"maxBytes": max_bytes})
+    async with request.form(max_files=1, max_fields=4) as form:
         raw = form.get("message")
         file = form.get("file")
         if not isinstance(raw, str):
@@ -187,11 +196,7 @@ async def _parse(request: Request, max_bytes: int) -> tuple[Any, messages.Upload
             upload = messages.Upload(
                 filename=file.filename, content_type=file.content_type, chunks=_chunks(file)
             )
-        return body, upload
-    try:
-        return _BODY.validate_json(await request.body()), None
-    except ValidationError as exc:
-        raise _body_error(exc, "body") from exc
+        yield body, upload
 
 
 def _inline(schema: Any, defs: dict[str, Any]) -> Any:
@@ -276,18 +281,18 @@ async def send_message(
     ] = None,
 ) -> MessageAccepted:
     row = await sessions.get(state.reader, principal, session)
-    body, upload = await _parse(request, state.settings.media.max_bytes)
-    accepted = await messages.send(
-        writer=state.writer,
-        reader=state.reader,
-        redis=state.redis,
-        settings=state.settings,
-        principal=principal,
-        session=row,
-        body=body,
-        upload=upload,
-        idempotency_key=idempotency_key,
-    )
+    async with _parsed(request, state.settings.media.max_bytes) as (body, upload):
+        accepted = await messages.send(
+            writer=state.writer,
+            reader=state.reader,
+            redis=state.redis,
+            settings=state.settings,
+            principal=principal,
+            session=row,
+            body=body,
+            upload=upload,
+            idempotency_key=idempotency_key,
+        )
     return _accepted(accepted.message, row)
 
 
