@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks'
 import { binaryNodeToString, decodeBinaryNode, encodeBinaryNode, type BinaryNode, proto } from '@whiskeysockets/baileys'
 import type { WebSocket } from 'ws'
 import type { Logger } from './log.js'
@@ -8,7 +9,8 @@ export type ConnPhase = 'handshake' | 'registering' | 'authenticated' | 'closed'
 
 export interface ConnHooks {
 	onPayload(conn: Conn, payload: proto.ClientPayload): void
-	onStanza(conn: Conn, node: BinaryNode): Promise<void> | void
+	/** `arrivedAt` is performance.now() when the frame came off the socket (for relay latency). */
+	onStanza(conn: Conn, node: BinaryNode, arrivedAt: number): Promise<void> | void
 	onClose(conn: Conn): void
 	isPaused(): boolean
 }
@@ -86,6 +88,7 @@ export class Conn {
 	private onFrame(f: Buffer): void {
 		if (this.transport) {
 			// Decrypt now (counters are positional); decode and handle in order on the chain.
+			const arrivedAt = performance.now()
 			const plain = this.transport.decrypt(f)
 			this.chain = this.chain
 				.then(async () => {
@@ -98,7 +101,7 @@ export class Conn {
 						waiter(node)
 						return
 					}
-					await this.hooks.onStanza(this, node)
+					await this.hooks.onStanza(this, node, arrivedAt)
 				})
 				.catch(err => this.log.error({ err }, 'stanza handling failed'))
 			return

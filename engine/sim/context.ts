@@ -76,7 +76,13 @@ export class Stats {
 	duplicatesDropped = 0
 	receiptsRelayed = 0
 	offlineQueued = 0
-	private readonly window: number[] = []
+	private window: number[] = []
+
+	/** Zeroes counters and the latency window (benchmarks call it before measuring). */
+	reset(): void {
+		this.messagesReceived = this.messagesRelayed = this.duplicatesDropped = this.receiptsRelayed = this.offlineQueued = 0
+		this.window = []
+	}
 
 	recordLatency(ms: number): void {
 		if (this.window.length >= 10_000) this.window.shift()

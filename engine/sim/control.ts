@@ -68,6 +68,7 @@ export class ControlServer {
 			caCertFile: sim.certs.files.caCert
 		}))
 		this.route('GET', '/stats', () => sim.statsSnapshot())
+		this.route('POST', '/stats/reset', () => (sim.stats.reset(), sim.statsSnapshot()))
 
 		this.route('GET', '/accounts', () => sim.store.accounts().map(a => sim.describeAccount(a)))
 		this.route('POST', '/accounts', (_p, b) => {

@@ -74,8 +74,8 @@ export class Relay {
 		conn.send({ tag: 'ib', attrs: { from: S_WA }, content: [{ tag: 'offline', attrs: { count: String(q.length) } }] })
 	}
 
-	onMessage(conn: Conn, node: BinaryNode): void {
-		const t0 = performance.now()
+	/** `arrivedAt`: when the frame came off the socket, so queueing inside the simulator counts as relay time. */
+	onMessage(conn: Conn, node: BinaryNode, arrivedAt = performance.now()): void {
 		const acc = conn.account!
 		const dev = conn.device!
 		const { id, to } = node.attrs
@@ -162,7 +162,7 @@ export class Relay {
 			}
 		}
 		this.ctx.stats.messagesRelayed++
-		this.ctx.stats.recordLatency(performance.now() - t0)
+		this.ctx.stats.recordLatency(performance.now() - arrivedAt)
 	}
 
 	onReceipt(conn: Conn, node: BinaryNode): void {

@@ -113,7 +113,7 @@ export class Simulator {
 		this.wss.on('connection', ws => {
 			const conn = new Conn(ws, this.certs.serverStatic, this.certs.certChain, {
 				onPayload: (c, p) => this.onPayload(c, p),
-				onStanza: (c, n) => this.onStanza(c, n),
+				onStanza: (c, n, t) => this.onStanza(c, n, t),
 				onClose: c => this.onClose(c),
 				isPaused: () => this.paused
 			}, this.log)
@@ -156,7 +156,7 @@ export class Simulator {
 		this.relay.flushOffline(conn)
 	}
 
-	private async onStanza(conn: Conn, node: BinaryNode): Promise<void> {
+	private async onStanza(conn: Conn, node: BinaryNode, arrivedAt: number): Promise<void> {
 		if (node.tag === 'iq') return this.iq.handle(conn, node)
 		if (conn.phase !== 'authenticated') {
 			// Before login only acks, presence and telemetry ib stanzas are expected.
@@ -165,7 +165,7 @@ export class Simulator {
 		}
 		switch (node.tag) {
 			case 'message':
-				return this.relay.onMessage(conn, node)
+				return this.relay.onMessage(conn, node, arrivedAt)
 			case 'receipt':
 				return this.relay.onReceipt(conn, node)
 			case 'ack':
