@@ -50,6 +50,8 @@ export class Session implements ManagedSession {
 	traceId: string | undefined
 	private auth: RedisAuthStore | undefined
 	private failures = 0
+	/** Which reconnect this socket is (0: the first connection, or a 515 restart). */
+	private attempt = 0
 	private retryTimer: NodeJS.Timeout | undefined
 	/** Bumped whenever the session is told to stop or restart: a stale connect gives up. */
 	private generation = 0
@@ -83,6 +85,7 @@ export class Session implements ManagedSession {
 	/** Begin connecting (created/failed/stopped -> connecting). */
 	start(): void {
 		this.failures = 0
+		this.attempt = 0
 		this.connectSoon(0)
 	}
 
@@ -153,7 +156,7 @@ export class Session implements ManagedSession {
 		})
 		const sock = makeWASocket(config)
 		this.sock = sock
-		await this.setState({ state: 'connecting', attempt: this.failures })
+		await this.setState({ state: 'connecting', attempt: this.attempt })
 		let opened = false
 		let pairingStarted = false
 		sock.ev.on('creds.update', () => void auth.saveCreds().catch(err => this.logger.error({ err: (err as Error).message }, 'saving creds failed')))
@@ -178,6 +181,7 @@ export class Session implements ManagedSession {
 				release()
 				opened = true
 				this.failures = 0
+				this.attempt = 0
 				this.me = meOf(sock)
 				void this.setState({ state: 'connected', me: this.me })
 				for (const cb of this.openCbs) cb(this)
@@ -223,7 +227,8 @@ export class Session implements ManagedSession {
 			return
 		}
 		const delay = backoffMs(this.failures, this.host.tuning.reconnect_base_s * 1000, this.host.tuning.reconnect_max_s * 1000)
-		await this.setState({ state: 'reconnecting', reason, reason_code: code ?? null, attempt: this.failures + 1 })
+		this.attempt = this.failures + 1
+		await this.setState({ state: 'reconnecting', reason, reason_code: code ?? null, attempt: this.attempt })
 		this.connectSoon(delay)
 	}
 
