@@ -133,3 +133,14 @@ def test_derived_paths_live_in_the_data_dir(tmp_path: Path) -> None:
     assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path / 'wapp.db'}"
     assert settings.redis_url == f"unix://{tmp_path / 'redis' / 'redis.sock'}"
     assert settings.master_key_path == tmp_path / "master.key"
+
+
+def test_an_error_message_with_markup_characters_is_printed_verbatim(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[api]\nhost = "[/red]"\nport = "x[/b]"\n')
+    wapp = Path(sys.executable).parent / "wapp"
+    result = subprocess.run(
+        [str(wapp), "--config", str(cfg), "config", "check"], capture_output=True, text=True
+    )
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr

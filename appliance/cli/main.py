@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from appliance.cli.context import state
 from appliance.errors import WappError
@@ -51,5 +52,5 @@ def run() -> None:
         # Standalone mode: Typer itself answers usage errors with exit 2.
         app()
     except WappError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
