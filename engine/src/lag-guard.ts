@@ -9,6 +9,8 @@ export interface LagGuardOptions {
 	/** Resume once a window's p99 lag is below this; half the threshold by default (hysteresis). */
 	resumeBelowMs?: number
 	windowMs?: number
+	/** Consecutive calm windows before reading resumes, so one quiet window after a stall is not taken for recovery. */
+	calmWindows?: number
 	log: Logger
 }
 
@@ -24,6 +26,7 @@ export class LagGuard {
 	private paused = false
 	private stopped = false
 	private lastLagMs = 0
+	private calm = 0
 
 	constructor(private readonly o: LagGuardOptions) {}
 
@@ -57,7 +60,10 @@ export class LagGuard {
 		if (!this.paused && lag > this.o.pauseAboveMs) {
 			this.paused = true
 			this.o.log.warn({ loop_lag_ms: Math.round(lag), threshold_ms: this.o.pauseAboveMs }, 'event loop lagging: reading new commands paused')
-		} else if (this.paused && lag < resumeBelow) {
+		} else if (this.paused) {
+			this.calm = lag < resumeBelow ? this.calm + 1 : 0
+			if (this.calm < (this.o.calmWindows ?? 2)) return
+			this.calm = 0
 			this.paused = false
 			this.o.log.info({ loop_lag_ms: Math.round(lag) }, 'event loop recovered: reading commands again')
 		}
