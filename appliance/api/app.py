@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from appliance.api.errors import install_error_handlers
 from appliance.api.middleware import TraceMiddleware
-from appliance.api.routes import health, keys, media, messages, sessions, webhooks
+from appliance.api.routes import health, keys, media, messages, sandbox, sessions, webhooks
 from appliance.api.state import AppState
 from appliance.db.engine import create_db_engine, create_sessionmaker
 from appliance.redis_client import create_redis
@@ -61,4 +61,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(messages.router)
     app.include_router(media.router)
+    app.include_router(sandbox.router)
     return app
