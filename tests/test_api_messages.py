@@ -20,6 +20,7 @@ from tests.api_helpers import (
     inbound_message,
     put_heartbeat,
     session_commands,
+    set_state,
 )
 from tests.fixtures.api import ApiClientFactory, auth
 from tests.fixtures.settings import MakeSettings
@@ -545,3 +546,55 @@ async def test_check_numbers_without_an_engine_answers_503_and_a_silent_one_504(
                 "/v1/sessions/sales-1/check-numbers", json=bad, headers=auth(tenant_key)
             )
             assert response.status_code == 422
+
+
+async def test_an_idempotent_retry_is_answered_even_after_the_session_dropped(
+    api_client: httpx.AsyncClient, tenant_key: str, db_sessionmaker: Db
+) -> None:
+    session = await connected_session(api_client, tenant_key, db_sessionmaker)
+    text = {"type": "text", "to": TO, "text": "once"}
+    first = await _send(api_client, tenant_key, text, headers={"Idempotency-Key": "k1"})
+    await set_state(db_sessionmaker, session["id"], "reconnecting")
+    again = await _send(api_client, tenant_key, text, headers={"Idempotency-Key": "k1"})
+    assert again.status_code == 202
+    assert again.json() == first.json()
+    fresh = await _send(api_client, tenant_key, text, headers={"Idempotency-Key": "k2"})
+    assert fresh.status_code == 409
+
+
+async def test_the_openapi_document_shows_every_message_type_and_both_encodings(
+    api_client: httpx.AsyncClient,
+) -> None:
+    document = (await api_client.get("/openapi.json")).json()
+    send = document["paths"]["/v1/sessions/{session}/messages"]["post"]
+    content = send["requestBody"]["content"]
+    assert set(content) == {"application/json", "multipart/form-data"}
+    examples = content["application/json"]["examples"]
+    assert {"text", "image", "location", "contact", "reaction", "reply with mention"} <= set(
+        examples
+    )
+    schema_types = {
+        value
+        for variant in content["application/json"]["schema"]["oneOf"]
+        for value in variant["properties"]["type"].get(
+            "enum", [variant["properties"]["type"].get("const")]
+        )
+    }
+    assert schema_types == {
+        "text", "image", "video", "audio", "voice", "document", "sticker",
+        "location", "contact", "reaction",
+    }  # fmt: skip
+    assert {"202", "409", "413", "415", "422", "429"} <= set(send["responses"])
+    assert "$defs" not in str(send)
+    for path in (
+        "/v1/sessions",
+        "/v1/sessions/{session}/qr",
+        "/v1/sessions/{session}/pairing-code",
+        "/v1/messages/{message_id}",
+        "/v1/messages/{message_id}/media",
+        "/v1/sessions/{session}/check-numbers",
+        "/v1/sandbox/contacts/{phone}/messages",
+    ):
+        for operation in document["paths"][path].values():
+            assert operation["summary"], path
+            assert "404" in operation["responses"] or path == "/v1/sessions", path

@@ -217,7 +217,6 @@ async def send(
     upload: Upload | None = None,
     idempotency_key: str | None = None,
 ) -> Accepted:
-    sessions.require_connected(session)
     if upload is not None and not isinstance(body, outgoing.MediaBody):
         raise ValidationFailed(
             f"a {body.type} message takes no file",
@@ -236,6 +235,13 @@ async def send(
             if blob is not None:
                 blob.path.unlink(missing_ok=True)
             return _replay(found, digest, idempotency_key)
+    # After the replay check: a retry gets its first answer even if the session dropped.
+    try:
+        sessions.require_connected(session)
+    except sessions.SessionNotConnected:
+        if blob is not None:
+            blob.path.unlink(missing_ok=True)
+        raise
     counter = await take_quota(redis, principal.key)
     try:
         if isinstance(body, outgoing.MediaBody) and blob is None:

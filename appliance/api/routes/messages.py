@@ -86,7 +86,8 @@ class MessagePublic(ApiModel):
             wa_id=row.wa_id,
             sender_pn=row.sender_pn,
             sender_lid=row.sender_lid,
-            content=row.payload,
+            # The blob's path is the engine's business, not the client's.
+            content={k: v for k, v in row.payload.items() if k != "blob_path"},
             sent_at=row.sent_at,
             error_code=row.error_code,
             error_reason=row.error_reason,
