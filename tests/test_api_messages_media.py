@@ -128,7 +128,7 @@ async def test_a_media_url_is_fetched_into_a_blob_the_engine_sends(
     )
     blob = Path(payload.blob_path)
     assert blob.parent == data_dir / "media" / "outbound"
-    assert blob.read_bytes() == PNG
+    assert await asyncio.to_thread(blob.read_bytes) == PNG
 
 
 async def test_a_document_keeps_its_filename_and_any_allowed_type(
@@ -233,7 +233,7 @@ async def test_an_uploaded_file_becomes_the_blob(
         assert response.status_code == 202, response.text
         [command] = await session_commands(redis, "sales-1")
         assert (command.payload.kind, command.payload.mimetype) == ("voice", "audio/ogg")
-        assert Path(command.payload.blob_path).read_bytes() == sound
+        assert await asyncio.to_thread(Path(command.payload.blob_path).read_bytes) == sound
         # The same upload again is a replay; other bytes under the same key are not.
         again = await client.post(
             "/v1/sessions/sales-1/messages",
@@ -309,7 +309,7 @@ async def _play_download(redis: aioredis.Redis, data: bytes) -> int:
     while True:
         for command in await control_commands(redis):
             if command.type == "download_media":
-                Path(command.payload.target_path).write_bytes(data)
+                await asyncio.to_thread(Path(command.payload.target_path).write_bytes, data)
                 reply = DownloadMediaReply(
                     request_id=command.payload.request_id,
                     ok=True,
@@ -385,4 +385,3 @@ async def test_media_of_a_message_without_attachment_is_404_and_a_silent_engine_
         silent = await client.get(f"/v1/messages/{image}/media", headers=auth(tenant_key))
         assert silent.status_code == 504
         assert silent.json()["error"]["code"] == "ENGINE_TIMEOUT"
-
