@@ -17,6 +17,7 @@ import { EventPublisher } from '../../src/events.js'
 import type { Command, EngineRuntimeConfig, MediaRef, Me, MessageRef, PresencePayload, SendMediaPayload, SessionStartPayload } from '../../src/generated/contracts.js'
 import { Messaging, type MessagingOptions } from '../../src/messaging/index.js'
 import type { EngineContext, ManagedSession, RegistryEvent, SessionPacing, SessionRegistry, SessionState, SocketConfigContributor, SocketHook, Unsubscribe } from '../../src/sessions/types.js'
+import { GATEWAY_DEFAULTS } from '../../src/sessions/socket-config.js'
 import type { Simulator } from '../../sim/sim.js'
 import { closeCode, connectClient, memoryAuthState, waitClose, waitOpen, waitQr, type Client } from '../sim/helpers.js'
 import { engineConfig, readEvents, startRedis, waitFor, type StreamEvent, type TestRedis } from './helpers.js'
@@ -88,7 +89,10 @@ export class TestRegistry implements SessionRegistry {
 	}
 
 	private connect(s: HeldSession, auth = memoryAuthState()): Client {
-		const config: Partial<UserFacingSocketConfig> = {}
+		// The manager's gateway defaults (notably no per-socket recent-message cache, so
+		// retries depend on messaging's getMessage), then what modules contribute.
+		const { connectTimeoutMs: _c, defaultQueryTimeoutMs: _q, ...defaults } = GATEWAY_DEFAULTS
+		const config: Partial<UserFacingSocketConfig> = { ...defaults }
 		for (const c of this.contributors) Object.assign(config, c(s))
 		const client = connectClient(this.sim, auth, config)
 		s.sock = client.sock
