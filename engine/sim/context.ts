@@ -5,6 +5,11 @@ import type { Logger } from './log.js'
 import type { Account, Store } from './store.js'
 
 export const S_WA = 's.whatsapp.net'
+/**
+ * `from` of server-originated stanzas: the server's JID with an empty user, which is
+ * what Baileys compares against (S_WHATSAPP_NET), e.g. for prekey-low notifications.
+ */
+export const SERVER_JID = '@s.whatsapp.net'
 
 export const unixNow = (): string => Math.floor(Date.now() / 1000).toString()
 

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { binaryNodeToString, type BinaryNode } from '@whiskeysockets/baileys'
 import type { Conn } from './conn.js'
-import { S_WA, type SimContext } from './context.js'
+import { S_WA, SERVER_JID, type SimContext } from './context.js'
 import type { Keys } from './keys.js'
 import { IqFailure, isServerId, type Pairing } from './pairing.js'
 import type { USync } from './usync.js'
@@ -109,7 +109,7 @@ export class IqRouter {
 	}
 
 	private reply(conn: Conn, id: string | undefined, error?: { code: number; text: string }, content?: BinaryNode[]): void {
-		const node: BinaryNode = { tag: 'iq', attrs: { from: S_WA, type: error ? 'error' : 'result', id: id ?? '' } }
+		const node: BinaryNode = { tag: 'iq', attrs: { from: SERVER_JID, type: error ? 'error' : 'result', id: id ?? '' } }
 		if (error) node.content = [{ tag: 'error', attrs: { code: String(error.code), text: error.text } }]
 		else if (content?.length) node.content = content
 		conn.send(node)

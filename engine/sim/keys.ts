@@ -1,6 +1,6 @@
 import { getBinaryNodeChild, getBinaryNodeChildBuffer, getBinaryNodeChildren, jidDecode, type BinaryNode } from '@whiskeysockets/baileys'
 import type { Conn } from './conn.js'
-import { S_WA, unixNow, type SimContext } from './context.js'
+import { S_WA, SERVER_JID, unixNow, type SimContext } from './context.js'
 import { IqFailure, serverId } from './pairing.js'
 import type { Device } from './store.js'
 
@@ -164,7 +164,7 @@ export class Keys {
 		this.lowNotified.add(jid)
 		conn.send({
 			tag: 'notification',
-			attrs: { from: S_WA, type: 'encrypt', id: serverId(), t: unixNow() },
+			attrs: { from: SERVER_JID, type: 'encrypt', id: serverId(), t: unixNow() },
 			content: [{ tag: 'count', attrs: { value: String(dev.preKeys.length) } }]
 		})
 	}

@@ -13,7 +13,7 @@ import {
 	type BinaryNode
 } from '@whiskeysockets/baileys'
 import type { Conn } from './conn.js'
-import { S_WA, unixNow, type SimContext } from './context.js'
+import { S_WA, SERVER_JID, unixNow, type SimContext } from './context.js'
 import { InvalidInput, normalizePhone, type Account } from './store.js'
 
 const ADV_ACCOUNT_SIG_PREFIX = Buffer.from([6, 0])
@@ -72,7 +72,7 @@ export class Pairing {
 		}
 		conn.send({
 			tag: 'iq',
-			attrs: { from: S_WA, type: 'set', id: serverId(), xmlns: 'md' },
+			attrs: { from: SERVER_JID, type: 'set', id: serverId(), xmlns: 'md' },
 			content: [{ tag: 'pair-device', attrs: {}, content: refs.map(ref => ({ tag: 'ref', attrs: {}, content: Buffer.from(ref) })) }]
 		})
 	}
@@ -183,7 +183,7 @@ export class Pairing {
 		pending.companionEphemeral = companionEphemeral
 		pending.conn.send({
 			tag: 'notification',
-			attrs: { from: S_WA, type: 'link_code_companion_reg', id: serverId(), t: unixNow() },
+			attrs: { from: SERVER_JID, type: 'link_code_companion_reg', id: serverId(), t: unixNow() },
 			content: [
 				{
 					tag: 'link_code_companion_reg',
@@ -266,7 +266,7 @@ export class Pairing {
 		if (account.bizName) content.push({ tag: 'biz', attrs: { name: account.bizName } })
 		let reply: BinaryNode
 		try {
-			reply = await conn.request({ tag: 'iq', attrs: { from: S_WA, type: 'set', id: serverId(), t: unixNow() }, content: [{ tag: 'pair-success', attrs: {}, content }] })
+			reply = await conn.request({ tag: 'iq', attrs: { from: SERVER_JID, type: 'set', id: serverId(), t: unixNow() }, content: [{ tag: 'pair-success', attrs: {}, content }] })
 		} catch (err) {
 			this.ctx.store.removeDevice(account, device.id)
 			return { ok: false, error: (err as Error).message }

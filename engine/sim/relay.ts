@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import { getBinaryNodeChild, getBinaryNodeChildren, jidDecode, type BinaryNode } from '@whiskeysockets/baileys'
 import type { Conn } from './conn.js'
-import { S_WA, unixNow, type SimContext } from './context.js'
+import { S_WA, SERVER_JID, unixNow, type SimContext } from './context.js'
 import type { Account, Device } from './store.js'
 
 /** Per-device offline queue bound; beyond it the oldest stanzas are dropped. */
@@ -71,7 +71,7 @@ export class Relay {
 		const q = this.queues.get(key) ?? []
 		this.queues.delete(key)
 		for (const node of q) conn.send({ ...node, attrs: { ...node.attrs, offline: '1' } })
-		conn.send({ tag: 'ib', attrs: { from: S_WA }, content: [{ tag: 'offline', attrs: { count: String(q.length) } }] })
+		conn.send({ tag: 'ib', attrs: { from: SERVER_JID }, content: [{ tag: 'offline', attrs: { count: String(q.length) } }] })
 	}
 
 	/** `arrivedAt`: when the frame came off the socket, so queueing inside the simulator counts as relay time. */
@@ -82,7 +82,7 @@ export class Relay {
 		this.ctx.stats.messagesReceived++
 		const toJid = to ? jidDecode(to) : undefined
 		if (!id || !to || !toJid) {
-			conn.send({ tag: 'ack', attrs: { class: 'message', id: id ?? '', from: to ?? S_WA, t: unixNow(), error: '400' } })
+			conn.send({ tag: 'ack', attrs: { class: 'message', id: id ?? '', from: to ?? SERVER_JID, t: unixNow(), error: '400' } })
 			return
 		}
 		const refusal = this.ctx.faults.matchMessage(acc.phone)
@@ -170,7 +170,7 @@ export class Relay {
 		const dev = conn.device!
 		const { id, to, type } = node.attrs
 		const toJid = to ? jidDecode(to) : undefined
-		const ack: BinaryNode = { tag: 'ack', attrs: { class: 'receipt', id: id ?? '', from: to ?? S_WA } }
+		const ack: BinaryNode = { tag: 'ack', attrs: { class: 'receipt', id: id ?? '', from: to ?? SERVER_JID } }
 		if (type) ack.attrs.type = type
 		conn.send(ack)
 		if (!id || !toJid) return

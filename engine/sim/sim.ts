@@ -7,7 +7,7 @@ import { binaryNodeToString, type BinaryNode, type proto } from '@whiskeysockets
 import { WebSocketServer } from 'ws'
 import { loadOrCreateKeys, type SimKeys } from './certs.js'
 import { Conn } from './conn.js'
-import { LiveRegistry, S_WA, Stats, UnhandledLog, unixNow, type SimContext } from './context.js'
+import { LiveRegistry, S_WA, SERVER_JID, Stats, UnhandledLog, unixNow, type SimContext } from './context.js'
 import { Faults, kickStanza, type KickKind } from './faults.js'
 import { IqRouter } from './iq.js'
 import { Keys } from './keys.js'
@@ -196,7 +196,7 @@ export class Simulator {
 	private unknown(conn: Conn, node: BinaryNode): void {
 		this.unhandled.record(conn, node, binaryNodeToString(node))
 		this.log.warn({ tag: node.tag, conn: conn.jid }, 'unhandled stanza')
-		if (node.attrs.id) conn.send({ tag: 'ack', attrs: { id: node.attrs.id, class: node.tag, from: S_WA, error: '501' } })
+		if (node.attrs.id) conn.send({ tag: 'ack', attrs: { id: node.attrs.id, class: node.tag, from: SERVER_JID, error: '501' } })
 	}
 
 	private onClose(conn: Conn): void {

@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { after, before, describe, it } from 'node:test'
 import type { ControlServer } from '../../sim/control.js'
 import type { Simulator } from '../../sim/sim.js'
-import { connectClient, endClient, startControl, startSim, waitClose, waitForEvent, waitOpen, waitQr, waitUntil } from './helpers.js'
+import { connectClient, endClient, startControl, startSim, waitClose, waitForEvent, waitOpen, waitQr, waitStatus, waitUntil } from './helpers.js'
 
 describe('control API', () => {
 	let sim: Simulator
@@ -111,6 +111,42 @@ describe('control API', () => {
 		assert.ok(stats.json.data.messagesRelayed >= 2)
 		assert.deepEqual((await call('GET', '/unhandled')).json.data, [])
 		await endClient(client)
+	})
+
+	it('drives pairing codes, ping silencing, message refusal, pause and unlinking over HTTP', async () => {
+		const phone = '15550005002'
+		const first = connectClient(sim)
+		await waitQr(first)
+		const code = await first.sock.requestPairingCode(phone)
+		const restarted = waitClose(first)
+		const linked = await call('POST', '/pairing/code', { phone, code })
+		assert.equal(linked.status, 200, JSON.stringify(linked.json))
+		assert.equal(await restarted, 515)
+		const client = connectClient(sim, first.auth, { keepAliveIntervalMs: 500 })
+		await waitOpen(client)
+
+		const refuse = await call('POST', '/faults/messages', { phone, errorCode: 463, count: 1 })
+		assert.equal(refuse.status, 200)
+		const sent = await client.sock.sendMessage('15550005999@s.whatsapp.net', { text: 'refused over http' })
+		await waitStatus(client, sent!.key.id!, 0)
+		assert.equal((await call('GET', '/faults')).json.data.messageRules.length, 0, 'a count-limited rule is used up')
+
+		assert.equal((await call('POST', '/server/pause')).json.data.paused, true)
+		assert.equal((await call('GET', '/stats')).json.data.paused, true)
+		assert.equal((await call('POST', '/server/resume')).json.data.paused, false)
+
+		const silenced = await call('POST', '/faults/pings', { phone, answer: false })
+		assert.equal(silenced.status, 200)
+		assert.equal(await waitClose(client, 15_000), 408)
+		assert.equal((await call('POST', '/faults/pings', { phone, answer: true })).status, 200)
+
+		const again = connectClient(sim, first.auth)
+		await waitOpen(again)
+		const removed = waitClose(again)
+		assert.equal((await call('DELETE', `/accounts/${phone}/devices/1`)).status, 200)
+		assert.equal(await removed, 401)
+		assert.equal((await call('GET', `/accounts/${phone}`)).json.data.devices.length, 0)
+		assert.equal((await call('DELETE', `/accounts/${phone}/devices/1`)).status, 404)
 	})
 
 	function hub() {

@@ -31,6 +31,14 @@ describe('protocol edges', () => {
 		sim.unhandled.clear()
 	})
 
+	it('tells a device its prekeys run low, and the device uploads more', async () => {
+		const acc = sim.store.getByPhone(B)!
+		const dev = acc.devices[0]!
+		while (dev.preKeys.length > 2) sim.keys.takeWireBundle(B, dev)
+		await waitUntil(() => dev.preKeys.length >= 7, 5000, 'prekey upload after the low-prekey notification')
+		assert.deepEqual(sim.unhandled.entries, [])
+	})
+
 	it('forwards a retry receipt to the sending device, which resends to that device only', async () => {
 		const seenAtB: BinaryNode[] = []
 		b.sock.ws.on('CB:message', (node: BinaryNode) => seenAtB.push(node))
