@@ -1,4 +1,7 @@
 /**
+ * Messaging with a peer that is a full WhatsApp client (a second paired account):
+ * presence both ways, and retry receipts.
+ *
  * Retry receipts: a recipient that cannot decrypt a message (a "Bad MAC" after
  * simultaneous first messages both ways) asks for it again, and Baileys re-sends what
  * `getMessage` returns. The gateway's sockets keep no recent-message cache of their own,
@@ -15,7 +18,7 @@ const SENDER = '15550400001'
 const RECEIVER = '15550400009'
 const textOf = (m: WAMessage) => m.message?.conversation ?? m.message?.extendedTextMessage?.text
 
-describe('retry receipts', () => {
+describe('messaging with a peer account', () => {
 	let sim: Simulator
 	let h: Harness
 	let b: Client
@@ -55,6 +58,18 @@ describe('retry receipts', () => {
 		await waitUntil(() => seenAtB.filter(n => n.attrs.id === id).length === 2, 10_000, 'the re-send at the recipient')
 		const resend = seenAtB.filter(n => n.attrs.id === id)[1]!
 		assert.equal(getBinaryNodeChild(resend, 'enc')!.attrs.count, '1')
+	})
+
+	it("a peer's typing arrives as presence.update, and the presence command shows ours at the peer", async () => {
+		const chat = `${SENDER}@s.whatsapp.net`
+		await b.sock.sendPresenceUpdate('composing', chat)
+		const e = await h.waitEvent('presence.update', e => e.type === 'presence.update' && e.payload.presence === 'composing')
+		assert.equal(e.session, 'retrying')
+		assert.equal(e.payload.chat, `${RECEIVER}@s.whatsapp.net`)
+		const seen = waitForEvent(b, 'presence.update', p => Object.values(p.presences).some(v => v.lastKnownPresence === 'recording'))
+		await h.command(cmd.presence('retrying', 'recording', RECEIVER))
+		const p = await seen
+		assert.equal(p.id, chat)
 	})
 
 	it('the store of recent sends stays within its byte budget, oldest out first', async () => {
