@@ -39,6 +39,14 @@ describe('protocol edges', () => {
 		assert.deepEqual(sim.unhandled.entries, [])
 	})
 
+	it('unlinks a device that logs itself out', async () => {
+		const c = await pairByQr(sim, '15550007003')
+		assert.equal(sim.store.getByPhone('15550007003')!.devices.length, 1)
+		await c.sock.logout()
+		await waitUntil(() => sim.store.getByPhone('15550007003')!.devices.length === 0, 5000, 'device removed')
+		assert.deepEqual(sim.unhandled.entries, [])
+	})
+
 	it('forwards a retry receipt to the sending device, which resends to that device only', async () => {
 		const seenAtB: BinaryNode[] = []
 		b.sock.ws.on('CB:message', (node: BinaryNode) => seenAtB.push(node))
