@@ -385,3 +385,27 @@ async def test_media_of_a_message_without_attachment_is_404_and_a_silent_engine_
         silent = await client.get(f"/v1/messages/{image}/media", headers=auth(tenant_key))
         assert silent.status_code == 504
         assert silent.json()["error"]["code"] == "ENGINE_TIMEOUT"
+
+
+async def test_the_json_part_may_come_as_a_file(
+    api_client_for: ApiClientFactory,
+    make_settings: MakeSettings,
+    database_url: str,
+    tenant_key: str,
+    redis: aioredis.Redis,
+    db_sessionmaker: Db,
+) -> None:
+    async with api_client_for(_settings(make_settings, database_url)) as client:
+        await connected_session(client, tenant_key, db_sessionmaker)
+        message = orjson.dumps({"type": "sticker", "to": TO})
+        response = await client.post(
+            "/v1/sessions/sales-1/messages",
+            files={
+                "message": ("message.json", message, "application/json"),
+                "file": ("s.webp", b"RIFF0000WEBP", "image/webp"),
+            },
+            headers=auth(tenant_key),
+        )
+        assert response.status_code == 202, response.text
+        [command] = await session_commands(redis, "sales-1")
+        assert (command.payload.kind, command.payload.mimetype) == ("sticker", "image/webp")

@@ -385,3 +385,29 @@ async def test_me_answers_409_until_paired_then_the_account(
 def test_the_settings_fixture_keeps_the_sandbox_off(settings: Settings) -> None:
     # The 422 test above relies on it.
     assert settings.sandbox.enabled is False
+
+
+async def test_starting_a_stopped_session_is_refused_when_the_engine_is_full(
+    api_client_for: ApiClientFactory,
+    make_settings: MakeSettings,
+    database_url: str,
+    tenant_key: str,
+    redis: aioredis.Redis,
+) -> None:
+    settings = make_settings(
+        database={"url": database_url},
+        sessions={"engine_memory_budget_mb": 200, "session_estimate_mb": 20},
+    )
+    async with api_client_for(settings) as client:
+        await create_session(client, tenant_key, "parked")
+        await client.post("/v1/sessions/parked/stop", headers=auth(tenant_key))
+        await put_heartbeat(redis, rss_mb=190, sessions=0)
+        refused = await client.post("/v1/sessions/parked/start", headers=auth(tenant_key))
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "ENGINE_MEMORY_FULL"
+        # An active session restarting adds nothing.
+        await put_heartbeat(redis, rss_mb=100, sessions=0)
+        assert (await client.post("/v1/sessions/parked/start", headers=auth(tenant_key))).is_success
+        await put_heartbeat(redis, rss_mb=199, sessions=1)
+        restart = await client.post("/v1/sessions/parked/restart", headers=auth(tenant_key))
+        assert restart.status_code == 202

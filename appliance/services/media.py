@@ -144,6 +144,14 @@ async def _pinned_target(url: str, settings: Settings) -> tuple[str, str]:
     return parts._replace(netloc=netloc).geturl(), host
 
 
+def _host_header(url: str) -> str:
+    """host[:port] of the URL as given, without any user:password@ part."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{parts.port}" if parts.port else host
+
+
 # --- storing -------------------------------------------------------------------------
 
 
@@ -198,7 +206,7 @@ async def fetch_url(
             request = client.build_request(
                 "GET",
                 target,
-                headers={"Host": urlsplit(url).netloc, "Accept": "*/*"},
+                headers={"Host": _host_header(url), "Accept": "*/*"},
                 # TLS must still verify the name the client gave, not the address.
                 extensions={"sni_hostname": host},
             )

@@ -274,11 +274,36 @@ async def _set_fields(
     return fresh
 
 
+async def _count_active(reader: async_sessionmaker[AsyncSession], upstream: Upstream) -> int:
+    query = (
+        sa.select(sa.func.count())
+        .select_from(Session)
+        .where(col(Session.upstream) == upstream, col(Session.active).is_(True))
+    )
+    async with reader() as db:
+        return int(await db.scalar(query) or 0)
+
+
 async def act(
-    writer: async_sessionmaker[AsyncSession], redis: aioredis.Redis, row: Session, action: Action
+    writer: async_sessionmaker[AsyncSession],
+    redis: aioredis.Redis,
+    row: Session,
+    action: Action,
+    *,
+    settings: Settings,
+    reader: async_sessionmaker[AsyncSession],
 ) -> Session:
-    """start/restart mark the session active, stop/logout inactive; then the command."""
-    row = await _set_fields(writer, row, active=action in ("start", "restart"))
+    """start/restart mark the session active, stop/logout inactive; then the command.
+
+    Starting a stopped session adds a socket to the engine: the memory budget decides.
+    """
+    starting = action in ("start", "restart")
+    if starting and not row.active:
+        beat = await commands.heartbeat(redis, row.upstream)
+        _check_memory(
+            beat, settings, row.upstream, active=await _count_active(reader, row.upstream)
+        )
+    row = await _set_fields(writer, row, active=starting)
     if action == "start":
         await _send_start(redis, row)
     else:

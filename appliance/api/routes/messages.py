@@ -180,9 +180,13 @@ async def _parsed(
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes + _MULTIPART_SLACK:
         raise MediaTooLarge(f"media larger than {max_bytes} bytes", details={"maxBytes": max_bytes})
-    async with request.form(max_files=1, max_fields=4) as form:
+    # Two files at most: the upload, and the JSON part when a client sends it as a file.
+    async with request.form(max_files=2, max_fields=4) as form:
         raw = form.get("message")
         file = form.get("file")
+        if isinstance(raw, UploadFile):
+            # Some clients send the JSON part as a file (Content-Type: application/json).
+            raw = (await raw.read(_MULTIPART_SLACK)).decode("utf-8", errors="replace")
         if not isinstance(raw, str):
             raise ValidationFailed(
                 "multipart needs a `message` part (the JSON body) and a `file` part",

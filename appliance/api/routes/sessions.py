@@ -176,10 +176,23 @@ async def _act(
     session: str, state: StateDep, principal: PrincipalDep, action: sessions.Action
 ) -> SessionPublic:
     row = await sessions.get(state.reader, principal, session)
-    return SessionPublic.of(await sessions.act(state.writer, state.redis, row, action))
+    acted = await sessions.act(
+        state.writer, state.redis, row, action, settings=state.settings, reader=state.reader
+    )
+    return SessionPublic.of(acted)
 
 
-@router.post("/{session}/start", status_code=202, summary="Start (or resume) the session")
+_FULL: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorResponse, "description": "`ENGINE_MEMORY_FULL`"}
+}
+
+
+@router.post(
+    "/{session}/start",
+    status_code=202,
+    summary="Start (or resume) the session",
+    responses=_FULL,
+)
 async def start_session(
     session: SessionRef, state: StateDep, principal: PrincipalDep
 ) -> SessionPublic:
@@ -193,7 +206,9 @@ async def stop_session(
     return await _act(session, state, principal, "stop")
 
 
-@router.post("/{session}/restart", status_code=202, summary="Reconnect the session")
+@router.post(
+    "/{session}/restart", status_code=202, summary="Reconnect the session", responses=_FULL
+)
 async def restart_session(
     session: SessionRef, state: StateDep, principal: PrincipalDep
 ) -> SessionPublic:
