@@ -1,12 +1,24 @@
 from __future__ import annotations
 
+import asyncio
 import os
+import ssl
+import threading
 import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from appliance.services import media
+from tests.fixtures.settings import MakeSettings
 
 
 @pytest.mark.parametrize(
@@ -62,3 +74,84 @@ def test_prune_drops_old_files_then_the_oldest_beyond_the_size(tmp_path: Path) -
     assert removed == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "c"]
     assert media.prune(tmp_path / "absent", max_age_s=1) == 0
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for `localhost` only: verifying against the address would fail."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+class _Png(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"\x89PNG\r\n\x1a\n" + self.headers.get("Host", "").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def https_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    cert, key = _self_signed(tmp_path)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Png)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], cert
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+async def test_https_is_fetched_from_the_checked_address_and_verified_for_the_name(
+    https_server: tuple[int, Path], make_settings: MakeSettings
+) -> None:
+    port, cert = https_server
+    settings = make_settings(media={"allow_private": True})
+    trust = ssl.create_default_context(cafile=str(cert))
+    blob = await media.fetch_url(
+        f"https://user:pw@localhost:{port}/p.png",
+        settings=settings,
+        message_id=uuid.uuid4(),
+        verify=trust,
+    )
+    # The server saw the name the client gave (not the pinned address, not the userinfo).
+    assert await asyncio.to_thread(blob.path.read_bytes) == b"\x89PNG\r\n\x1a\n" + (
+        f"localhost:{port}".encode()
+    )
+    with pytest.raises(media.MediaFetchFailed):
+        await media.fetch_url(
+            f"https://localhost:{port}/p.png", settings=settings, message_id=uuid.uuid4()
+        )

@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 import os
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -191,15 +192,21 @@ async def store_bytes(
 
 
 async def fetch_url(
-    url: str, *, settings: Settings, message_id: uuid.UUID, mimetype: str | None = None
+    url: str,
+    *,
+    settings: Settings,
+    message_id: uuid.UUID,
+    mimetype: str | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> Blob:
     """GET `url` (redirects re-checked hop by hop) into the outbound dir.
 
     `mimetype`, when given, overrides what the server says (some serve octet-stream).
+    `verify` is httpx's: the system's trust store unless a caller (a test) brings its own.
     """
     timeout = httpx.Timeout(settings.media.fetch_timeout_s)
     async with httpx.AsyncClient(
-        timeout=timeout, follow_redirects=False, trust_env=False
+        timeout=timeout, follow_redirects=False, trust_env=False, verify=verify
     ) as client:
         for _ in range(MAX_REDIRECTS + 1):
             target, host = await _pinned_target(url, settings)
