@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
-import { binaryNodeToString, type BinaryNode, type proto } from '@whiskeysockets/baileys'
+import { binaryNodeToString, jidDecode, type BinaryNode, type proto } from '@whiskeysockets/baileys'
 import { WebSocketServer } from 'ws'
 import { loadOrCreateKeys, type SimKeys } from './certs.js'
 import { Conn } from './conn.js'
@@ -187,8 +187,8 @@ export class Simulator {
 		const { type, to, name } = node.attrs
 		if (name && conn.account) conn.account.pushName = name
 		if (type !== 'subscribe' || !to) return
-		const [user, server = S_WA] = to.split('@') as [string, string]
-		const target = this.store.getByUser(user.split(':')[0]!, server)
+		const jid = jidDecode(to)
+		const target = jid ? this.store.getByUser(jid.user, jid.server) : undefined
 		const online = target ? this.live.forAccount(target).length > 0 : false
 		conn.send({ tag: 'presence', attrs: { from: to, type: online ? 'available' : 'unavailable' } })
 	}
