@@ -5,6 +5,7 @@
  */
 import { MasterKeyError } from './auth/crypto.js'
 import { ConfigError, loadConfig } from './config.js'
+import { guardConsole } from './console-guard.js'
 import { Engine } from './engine.js'
 import { ExitCode } from './exit-codes.js'
 import type { EngineRuntimeConfig } from './generated/contracts.js'
@@ -31,6 +32,7 @@ try {
 }
 
 const log: Logger = createRootLogger({ level: config.log_level, upstream: config.upstream })
+guardConsole(log)
 const engine = new Engine({ config, log, startedAt, modules: [new Messaging()] })
 
 process.on('uncaughtException', err => {

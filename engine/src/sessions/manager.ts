@@ -5,6 +5,7 @@
  * its `session_start` payload as JSON), written on start and removed on stop and logout;
  * at start every entry is started again, at most `max_concurrent_handshakes` at once.
  */
+import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { EventEmitter } from 'node:events'
 import { BudgetLru } from '../auth/lru.js'
@@ -152,7 +153,8 @@ export class SessionManager implements SessionRegistry {
 		for (const [name, json] of Object.entries(entries)) {
 			if (this.sessions.has(name)) continue
 			try {
-				await this.start(name, JSON.parse(json) as SessionStartPayload)
+				// One trace id per restored session, so its events read as one story.
+				await this.start(name, JSON.parse(json) as SessionStartPayload, randomUUID())
 				restored++
 			} catch (err) {
 				this.log.error({ session: name, err: (err as Error).message }, 'restoring a session failed')

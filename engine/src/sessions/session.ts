@@ -147,6 +147,8 @@ export class Session implements ManagedSession {
 			throw err
 		}
 		if (generation !== this.generation) return release()
+		await this.setState({ state: 'connecting', attempt: this.attempt })
+		if (generation !== this.generation) return release()
 		const auth = this.auth
 		const config = buildSocketConfig(this.host.contributedConfig(this), {
 			auth: auth.state,
@@ -154,9 +156,10 @@ export class Session implements ManagedSession {
 			wsUrl: this.host.upstream.wsUrl,
 			caches: this.host.caches,
 		})
+		// From here on, synchronous until every listener is on: a refused connection closes
+		// the socket within a tick, and a close nobody hears would leak the handshake slot.
 		const sock = makeWASocket(config)
 		this.sock = sock
-		await this.setState({ state: 'connecting', attempt: this.attempt })
 		let opened = false
 		let pairingStarted = false
 		sock.ev.on('creds.update', () => void auth.saveCreds().catch(err => this.logger.error({ err: (err as Error).message }, 'saving creds failed')))

@@ -190,6 +190,8 @@ describe('a sandbox engine runs many sessions', { timeout: 240_000 }, () => {
 		for (const name of held) {
 			const states = await statesSince(name, since)
 			assert.ok(!states.includes('qr') && !states.includes('pairing_code'), `${name} needed pairing again: ${states.join(',')}`)
+			const traces = new Set((await stateEvents(redis.client, name)).filter(e => after(e.entryId, since)).map(e => e.trace_id))
+			assert.equal(traces.size, 1, `${name}: a restored session's events share one trace id`)
 		}
 		assert.equal(await redis.client.hlen(REGISTRY), held.length)
 	})
@@ -198,7 +200,10 @@ describe('a sandbox engine runs many sessions', { timeout: 240_000 }, () => {
 		const since = await lastEventId(redis.client)
 		await control.close()
 		await sim.close()
-		await waitState(redis.client, 's0', 'failed', since, 30_000)
+		await waitState(redis.client, 's0', 'failed', since, 30_000).catch(async err => {
+			console.error(await statesSince('s0', since), JSON.stringify(engine.logs.filter(l => l.session === 's0').slice(-15)))
+			throw err
+		})
 		const states = await statesSince('s0', since)
 		assert.deepEqual(states, ['reconnecting', 'connecting', 'reconnecting', 'connecting', 'reconnecting', 'connecting', 'failed'])
 		const failed = (await stateEvents(redis.client, 's0')).at(-1)!
