@@ -115,7 +115,13 @@ export class ContactHub implements ExternalPeers {
 		const phone = normalizePhone(body.phone)
 		if (this.sim.store.getByPhone(phone)) throw new ApiError(409, 'PHONE_IN_USE', `${phone} is a paired account, not a contact`)
 		const existing = this.byPhone.get(phone)
-		if (existing) return { created: false, contact: this.describe(existing) }
+		if (existing) {
+			// An upsert: a caller may retune an existing contact's receipts without a reset.
+			if (body.deliveryDelayMs !== undefined) existing.deliveryDelayMs = delayOf(body.deliveryDelayMs, 'deliveryDelayMs', 0)!
+			if (body.readDelayMs !== undefined) existing.readDelayMs = delayOf(body.readDelayMs, 'readDelayMs', null)
+			if (body.deliveryDelayMs !== undefined || body.readDelayMs !== undefined) this.changed()
+			return { created: false, contact: this.describe(existing) }
+		}
 		const name = body.pushName === undefined ? undefined : String(body.pushName)
 		const entry: Entry = {
 			contact: SimContact.create({ pn: phone, lid: this.sim.store.newLid(), name }),
