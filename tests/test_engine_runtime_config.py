@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from appliance.stack.engine_process import runtime_config
+import json
+
+from appliance.stack.engine_process import CONFIG_ENV, engine_env, runtime_config
 from tests.fixtures.settings import MakeSettings
 
 
@@ -35,3 +37,17 @@ def test_session_and_pacing_settings_reach_the_engine(make_settings: MakeSetting
     assert config.pacing.enabled is False
     assert config.pacing.daily_cap == 77
     assert config.pacing.warmup_days == settings.pacing.warmup_days
+
+
+def test_only_a_sandbox_engine_gets_the_simulator_ca_in_its_environment(
+    make_settings: MakeSettings,
+) -> None:
+    settings = make_settings(sandbox={"enabled": True})
+    base = {"PATH": "/bin", "NODE_EXTRA_CA_CERTS": "/elsewhere/ca.pem"}
+    sandbox = engine_env(settings, "sandbox", base)
+    assert sandbox["NODE_EXTRA_CA_CERTS"] == str(settings.sandbox_data_dir / "media-ca.pem")
+    assert json.loads(sandbox[CONFIG_ENV])["sandbox"]["ca_file"] == sandbox["NODE_EXTRA_CA_CERTS"]
+    whatsapp = engine_env(settings, "whatsapp", base)
+    assert "NODE_EXTRA_CA_CERTS" not in whatsapp
+    assert json.loads(whatsapp[CONFIG_ENV])["sandbox"] is None
+    assert whatsapp["PATH"] == "/bin"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from appliance.contracts import (
@@ -55,6 +56,18 @@ def sandbox_upstream(settings: Settings) -> SandboxUpstream:
     )
 
 
+def engine_env(settings: Settings, upstream: Upstream, base: Mapping[str, str]) -> dict[str, str]:
+    """The engine's environment: `base` plus its runtime config (and CA, for the sandbox)."""
+    config = runtime_config(settings, upstream)
+    env = {**base, CONFIG_ENV: config.model_dump_json()}
+    # Node reads extra CAs only at process start, so the sandbox's media certificate must be
+    # in the environment before exec; a whatsapp engine must not inherit one.
+    env.pop("NODE_EXTRA_CA_CERTS", None)
+    if config.sandbox is not None:
+        env["NODE_EXTRA_CA_CERTS"] = config.sandbox.ca_file
+    return env
+
+
 def engine_argv(settings: Settings, node: Path, main: Path = ENGINE_MAIN) -> list[str]:
     return [str(node), f"--max-old-space-size={settings.engine.max_old_space_size_mb}", str(main)]
 
@@ -66,12 +79,6 @@ def exec_engine(settings: Settings, upstream: Upstream, *, main: Path = ENGINE_M
         raise CommandFailed(
             f"the engine is not built: {main} does not exist; run `npm run build` in {ENGINE_DIR}"
         )
-    config = runtime_config(settings, upstream)
-    env = {**os.environ, CONFIG_ENV: config.model_dump_json()}
-    # Node reads extra CAs only at process start, so the sandbox's media certificate must be
-    # in the environment before exec; a whatsapp engine must not inherit one.
-    env.pop("NODE_EXTRA_CA_CERTS", None)
-    if config.sandbox is not None:
-        env["NODE_EXTRA_CA_CERTS"] = config.sandbox.ca_file
+    env = engine_env(settings, upstream, os.environ)
     argv = engine_argv(settings, node, main)
     os.execve(argv[0], argv, env)
