@@ -9,9 +9,10 @@ from fastapi import FastAPI
 
 from appliance.api.errors import install_error_handlers
 from appliance.api.middleware import TraceMiddleware
-from appliance.api.routes import health, keys, media, messages, sandbox, sessions, webhooks
+from appliance.api.routes import events, health, keys, media, messages, sandbox, sessions, webhooks
 from appliance.api.state import AppState
 from appliance.db.engine import create_db_engine, create_sessionmaker
+from appliance.events.consumer import EventConsumer
 from appliance.redis_client import create_redis
 from appliance.settings import Settings
 from appliance.webhooks.runtime import WebhooksRuntime
@@ -30,18 +31,22 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = create_db_engine(settings)
         redis = create_redis(settings)
-        app.state.wapp = AppState(
+        state = AppState(
             settings=settings,
             db=db,
             redis=redis,
             writer=create_sessionmaker(db),
             reader=create_sessionmaker(db, read_only=True),
         )
+        app.state.wapp = state
+        consumer = EventConsumer(redis=redis, writer=state.writer)
+        consumer.start()
         app.state.webhooks = WebhooksRuntime.start(settings, db, redis)
         try:
             yield
         finally:
             await app.state.webhooks.stop()
+            await consumer.stop()
             await redis.aclose()
             await db.dispose()
 
@@ -57,9 +62,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(TraceMiddleware)
     app.include_router(health.router)
     app.include_router(keys.router)
+    app.include_router(events.router)
     app.include_router(sessions.router)
-    app.include_router(webhooks.router)
     app.include_router(messages.router)
     app.include_router(media.router)
     app.include_router(sandbox.router)
+    app.include_router(webhooks.router)
     return app
