@@ -277,3 +277,43 @@ async def test_the_sandbox_is_404_when_disabled_and_503_when_the_simulator_is_do
         )
         assert down.status_code == 503
         assert down.json()["error"]["code"] == "SANDBOX_UNAVAILABLE"
+
+
+async def test_a_simulated_contact_is_created_and_its_receipts_retuned(
+    sandbox_client: httpx.AsyncClient, admin_key: str
+) -> None:
+    created = await sandbox_client.put(
+        "/v1/sandbox/contacts/15550200", json={"pushName": "Carol"}, headers=auth(admin_key)
+    )
+    assert created.status_code == 200, created.text
+    body = created.json()
+    assert (body["phone"], body["pushName"], body["readDelayMs"]) == ("15550200", "Carol", 1000)
+    assert body["lid"].endswith("@lid")
+    never = await sandbox_client.put(
+        "/v1/sandbox/contacts/15550200",
+        json={"readDelayMs": None, "deliveryDelayMs": 50},
+        headers=auth(admin_key),
+    )
+    assert (never.json()["readDelayMs"], never.json()["deliveryDelayMs"]) == (None, 50)
+    assert never.json()["lid"] == body["lid"]
+
+
+async def test_bad_contact_settings_are_refused(
+    sandbox_client: httpx.AsyncClient, admin_key: str
+) -> None:
+    negative = await sandbox_client.put(
+        "/v1/sandbox/contacts/15550200", json={"readDelayMs": -1}, headers=auth(admin_key)
+    )
+    assert negative.status_code == 422
+    bad_phone = await sandbox_client.put(
+        "/v1/sandbox/contacts/not-a-phone", json={}, headers=auth(admin_key)
+    )
+    assert bad_phone.status_code == 422
+    # A paired account's number cannot also be a simulated contact.
+    taken = await sandbox_client.put(
+        f"/v1/sandbox/contacts/{PHONE}", json={}, headers=auth(admin_key)
+    )
+    assert taken.status_code == 409
+    assert taken.json()["error"]["details"]["sandboxCode"] == "PHONE_IN_USE"
+    anonymous = await sandbox_client.put("/v1/sandbox/contacts/15550200", json={})
+    assert anonymous.status_code == 401

@@ -121,6 +121,26 @@ async def _call(settings: Settings, method: str, path: str, json: Any = None) ->
     )
 
 
+async def configure_contact(
+    settings: Settings,
+    *,
+    contact: str,
+    push_name: str | None,
+    delivery_delay_ms: int | None,
+    read_delay_ms: int | None,
+    reads: bool,
+) -> Any:
+    """Create the simulated contact, or retune when it sends delivery and read receipts."""
+    require_enabled(settings)
+    body: dict[str, Any] = {"phone": contact, "pushName": push_name}
+    if delivery_delay_ms is not None:
+        body["deliveryDelayMs"] = delivery_delay_ms
+    # None: this contact never reads (no blue ticks), as a person who ignores a message.
+    body["readDelayMs"] = read_delay_ms if reads else None
+    result: dict[str, Any] = await _call(settings, "POST", "/contacts", body)
+    return result["contact"]
+
+
 async def send_from_contact(
     settings: Settings,
     *,

@@ -92,6 +92,50 @@ class ContactReceived(ApiModel):
     )
 
 
+class ContactSettings(ApiModel):
+    push_name: str | None = Field(default=None, max_length=64, examples=["Carol"])
+    delivery_delay_ms: int | None = Field(
+        default=None, ge=0, le=600_000, description="Delay of the delivery receipt (default 0)"
+    )
+    read_delay_ms: int | None = Field(
+        default=1000, ge=0, le=600_000, description="Delay of the read receipt; null: never reads"
+    )
+
+
+class ContactPublic(ApiModel):
+    phone: str = Field(examples=["15559000"])
+    jid: str = Field(examples=["15559000@s.whatsapp.net"])
+    lid: str = Field(examples=["100000000000001@lid"])
+    push_name: str | None = None
+    delivery_delay_ms: int
+    read_delay_ms: int | None
+
+
+@router.put(
+    "/contacts/{phone}",
+    summary="Create a simulated contact, or set when it sends delivery and read receipts",
+)
+async def put_contact(
+    phone: ContactPhone, body: ContactSettings, state: StateDep, _: PrincipalDep
+) -> ContactPublic:
+    contact = await sandbox.configure_contact(
+        state.settings,
+        contact=phone,
+        push_name=body.push_name,
+        delivery_delay_ms=body.delivery_delay_ms,
+        read_delay_ms=body.read_delay_ms,
+        reads="read_delay_ms" not in body.model_fields_set or body.read_delay_ms is not None,
+    )
+    return ContactPublic(
+        phone=contact["phone"],
+        jid=contact["jid"],
+        lid=contact["lid"],
+        push_name=contact.get("pushName"),
+        delivery_delay_ms=contact["deliveryDelayMs"],
+        read_delay_ms=contact["readDelayMs"],
+    )
+
+
 @router.post(
     "/contacts/{phone}/messages",
     status_code=status.HTTP_201_CREATED,
