@@ -22,7 +22,7 @@ ensure_engine_built
 
 wapp="$VENV/bin/wapp"
 say "configuration"
-"$wapp" init --local --config "$WAPP_ROOT/config.toml"
+"$wapp" --config "$WAPP_ROOT/config.toml" init --local
 say "database migrations"
 "$wapp" --config "$WAPP_ROOT/config.toml" db upgrade
 say "starting the stack"
