@@ -76,11 +76,12 @@ def send(api: httpx.Client, session: str, body: dict[str, Any], file: bytes | No
     if file is None:
         response = api.post(f"/v1/sessions/{session}/messages", json=body)
     else:
+        mimetype = body.pop("_mimetype")
         response = api.post(
             f"/v1/sessions/{session}/messages",
             files={
                 "message": (None, orjson.dumps(body), "application/json"),
-                "file": ("upload.bin", file, body.pop("_mimetype")),
+                "file": ("upload.bin", file, mimetype),
             },
         )
     assert response.status_code == 202, response.text
