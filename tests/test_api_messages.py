@@ -59,6 +59,8 @@ async def test_a_text_is_queued_with_its_row_timeline_and_stream_entry(
     [command] = await session_commands(redis, "sales-1")
     assert command.type == "send_text"
     assert command.trace_id == "trace-send-1"
+    # The envelope carries the message's id, so a rejection names the message.
+    assert command.id == message_id
     assert (command.payload.message_id, command.payload.to, command.payload.text) == (
         message_id,
         TO,

@@ -7,6 +7,7 @@ control stream for the session's upstream (contracts.PACED_COMMANDS decides).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -31,16 +32,21 @@ class EngineUnavailable(WappError):
     retryable = True
 
 
-def build(type_: str, *, session: str, payload: Any) -> Any:
-    """A validated command envelope of `type_`, carrying the current trace id."""
-    return COMMAND_ADAPTER.validate_python(
-        {
-            "type": type_,
-            "session": session,
-            "trace_id": trace_id_var.get() or new_trace_id(),
-            "payload": payload,
-        }
-    )
+def build(type_: str, *, session: str, payload: Any, command_id: uuid.UUID | None = None) -> Any:
+    """A validated command envelope of `type_`, carrying the current trace id.
+
+    A message command takes the message's id as its own (`command_id`), so an engine's
+    `command.rejected` names the message that failed.
+    """
+    envelope: dict[str, Any] = {
+        "type": type_,
+        "session": session,
+        "trace_id": trace_id_var.get() or new_trace_id(),
+        "payload": payload,
+    }
+    if command_id is not None:
+        envelope["id"] = command_id
+    return COMMAND_ADAPTER.validate_python(envelope)
 
 
 def stream_for(command: Any, *, upstream: Upstream) -> str:

@@ -264,7 +264,10 @@ async def send(
             mimetype=blob.mimetype if blob else None,
         )
         command = commands.build(
-            outgoing.COMMAND_TYPE[body.type], session=session.name, payload=payload
+            outgoing.COMMAND_TYPE[body.type],
+            session=session.name,
+            payload=payload,
+            command_id=message_id,
         )
         message = await _insert(
             writer, session, principal, body, command, message_id, idempotency_key, digest
