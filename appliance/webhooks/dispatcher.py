@@ -139,29 +139,31 @@ class Dispatcher:
     ) -> None:
         self.settings = settings
         self.sessions: async_sessionmaker[AsyncSession] = create_sessionmaker(db)
+        # Loading due rows only reads: on SQLite it must not queue behind writers.
+        self.readers: async_sessionmaker[AsyncSession] = create_sessionmaker(db, read_only=True)
         self.box = SecretBox(master_key)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._global = asyncio.Semaphore(settings.max_concurrency)
         self._endpoints: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._client: httpx.AsyncClient | None = None
+        # One small pool per endpoint: httpcore scans its whole pool on every request.
+        self._clients: dict[str, httpx.AsyncClient] = {}
         self._resolved: dict[tuple[str, int], tuple[float, bool]] = {}
+        # Group commit: endpoints hand their outcomes to one writer, which records what
+        # has accumulated in one transaction (few write transactions however many endpoints).
+        self._queue: list[tuple[str, list[Outcome], asyncio.Future[None]]] = []
+        self._queued = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
         if self._task is not None:
             return
-        limits = httpx.Limits(
-            max_connections=self.settings.max_concurrency,
-            max_keepalive_connections=self.settings.max_concurrency,
-        )
-        self._client = httpx.AsyncClient(
-            timeout=self.settings.timeout_s, limits=limits, follow_redirects=False
-        )
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="wapp-webhook-dispatcher")
+        self._writer = asyncio.create_task(self._write_loop(), name="wapp-webhook-recorder")
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Let in-flight sends finish (up to `timeout_s`), record them, release the leases."""
@@ -174,11 +176,15 @@ class Dispatcher:
             await asyncio.gather(*pending, return_exceptions=True)
         self._task = None
         self._endpoints.clear()
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
         with contextlib.suppress(Exception):
             await self._release_leases()
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
 
     # --- the loop ------------------------------------------------------------------
 
@@ -197,8 +203,39 @@ class Dispatcher:
                 await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval_s)
 
     async def _claim(self) -> list[str]:
-        """Lease (or renew) the enabled endpoints that have due deliveries."""
+        """Lease (or renew) the enabled endpoints that have due deliveries.
+
+        A read first: the write (on SQLite the one write lock) happens only when there is
+        an endpoint to take, or when our leases are a third of the way to expiring.
+        """
         now = utcnow()
+        renew_by = now + timedelta(seconds=self.settings.lease_s * 2 / 3)
+        async with self.readers() as db:
+            rows = (
+                await db.execute(
+                    sa.select(_WEBHOOKS.c.id, _WEBHOOKS.c.lease_owner, _WEBHOOKS.c.lease_until)
+                    .where(_WEBHOOKS.c.enabled.is_(True))
+                    .where(
+                        sa.select(sa.literal(1))
+                        .select_from(_DELIVERIES)
+                        .where(
+                            _DELIVERIES.c.webhook_id == _WEBHOOKS.c.id,
+                            _DELIVERIES.c.status == "pending",
+                            _DELIVERIES.c.next_attempt_at <= now,
+                        )
+                        .exists()
+                    )
+                )
+            ).all()
+        needed = False
+        held: list[str] = []
+        for webhook_id, owner, until in rows:
+            if owner == self.owner and until is not None and until > renew_by:
+                held.append(str(webhook_id))
+            elif owner == self.owner or until is None or until < now:
+                needed = True
+        if not needed:
+            return held
         until = now + timedelta(seconds=self.settings.lease_s)
         d = _DELIVERIES.alias("d")
         due = (
@@ -242,7 +279,7 @@ class Dispatcher:
         """Send this endpoint's due rows round after round, until none is due or we stop."""
         try:
             while not self._stopping.is_set():
-                async with self.sessions() as db:
+                async with self.readers() as db:
                     hook = await db.get(Webhook, webhook_id)
                     if hook is None or not hook.enabled or hook.lease_owner != self.owner:
                         return
@@ -324,8 +361,19 @@ class Dispatcher:
                     break
         return outcomes
 
+    def _client(self, webhook_id: str) -> httpx.AsyncClient:
+        client = self._clients.get(webhook_id)
+        if client is None:
+            n = self.settings.per_endpoint_concurrency
+            client = httpx.AsyncClient(
+                timeout=self.settings.timeout_s,
+                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+                follow_redirects=False,
+            )
+            self._clients[webhook_id] = client
+        return client
+
     async def _send_one(self, hook: Webhook, secrets: list[str], row: _Row) -> Outcome:
-        assert self._client is not None
         body = orjson.dumps(row.payload)
         now = utcnow()
         headers = signing.headers(secrets, row.event_id, int(now.timestamp()), body)
@@ -335,7 +383,7 @@ class Dispatcher:
         error: str | None = None
         try:
             await self._check_target(hook.url)
-            response = await self._client.post(hook.url, content=body, headers=headers)
+            response = await self._client(hook.id).post(hook.url, content=body, headers=headers)
             code = response.status_code
             retry_after = response.headers.get("retry-after")
             if not 200 <= code < 300:
@@ -377,10 +425,36 @@ class Dispatcher:
             raise ssrf.BlockedAddress(f"webhook host {host} resolves to a private address")
 
     async def _record(self, webhook_id: str, outcomes: list[Outcome]) -> None:
-        """Write a round's outcomes and attempts in one short transaction."""
+        """Hand a round's outcomes to the recorder; returns once they are committed."""
         if not outcomes:
             return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((webhook_id, outcomes, done))
+        self._queued.set()
+        await done
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            batch, self._queue = self._queue, []
+            try:
+                await self._write(batch)
+            except Exception as exc:
+                log.exception("webhook dispatcher: recording outcomes failed")
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+    async def _write(self, batch: list[tuple[str, list[Outcome], asyncio.Future[None]]]) -> None:
+        """Every queued outcome and attempt, in one short transaction."""
         now = utcnow()
+        pairs = [(webhook_id, o) for webhook_id, outcomes, _ in batch for o in outcomes]
+        outcomes = [o for _, o in pairs]
         update = (
             sa.update(_DELIVERIES)
             .where(_DELIVERIES.c.id == sa.bindparam("b_id"), _DELIVERIES.c.status == "pending")
@@ -412,27 +486,27 @@ class Dispatcher:
             {
                 "id": new_id(),
                 "delivery_id": o.delivery_id,
-                "webhook_id": webhook_id,
+                "webhook_id": hook_id,
                 "attempt": o.attempt,
                 "at": o.at,
                 "status_code": o.status_code,
                 "latency_ms": o.latency_ms,
                 "error": o.error,
             }
-            for o in outcomes
+            for hook_id, o in pairs
         ]
-        disable = next((o.disable_endpoint for o in outcomes if o.disable_endpoint), None)
+        disable = {hook_id: o.disable_endpoint for hook_id, o in pairs if o.disable_endpoint}
         async with self.sessions.begin() as db:
             await db.connection()
             await db.execute(update, params)
             await db.execute(sa.insert(_ATTEMPTS), attempts)
-            if disable is not None:
+            for hook_id, reason in disable.items():
                 await db.execute(
                     sa.update(_WEBHOOKS)
-                    .where(_WEBHOOKS.c.id == webhook_id)
-                    .values(enabled=False, disabled_reason=disable, updated_at=now)
+                    .where(_WEBHOOKS.c.id == hook_id)
+                    .values(enabled=False, disabled_reason=reason, updated_at=now)
                 )
-                log.warning("webhook %s disabled: %s", webhook_id, disable)
+                log.warning("webhook %s disabled: %s", hook_id, reason)
 
 
 def _aware(value: datetime) -> datetime:

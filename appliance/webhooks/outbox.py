@@ -7,17 +7,19 @@ or not at all; the dispatcher sends the rows later, whatever happened to the pro
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from pydantic.alias_generators import to_camel
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from appliance.contracts import Event
 from appliance.db.models import ApiKey, Webhook, WebhookDelivery
-from appliance.db.statements import insert_or_ignore
-from appliance.db.types import utcnow
+from appliance.db.types import JSONDocument, UTCDateTime, utcnow
+
+_DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
 
 
 def camel_keys(value: Any) -> Any:
@@ -44,14 +46,12 @@ def matches(webhook: Webhook, event_type: str) -> bool:
     return webhook.event_types is None or event_type in webhook.event_types
 
 
-async def matching_webhooks(
-    db: AsyncSession, event_type: str, *, owner_key_id: str | None, session_id: str | None
-) -> list[Webhook]:
-    """Enabled endpoints an event goes to.
+def _scopes(owner_key_id: str | None, session_id: str | None) -> sa.ColumnElement[bool]:
+    """Which endpoints an event of this session goes to (before the type filter).
 
     The session's own endpoints, the tenant-wide endpoints of its owner key, and the
     admin-wide ones (no session, owned by an admin key or by nobody: created from the
-    CLI) which get every event.
+    CLI), which get every event.
     """
     admin_wide = sa.and_(
         col(Webhook.session_id).is_(None),
@@ -64,13 +64,67 @@ async def matching_webhooks(
         scopes.append(
             sa.and_(col(Webhook.session_id).is_(None), col(Webhook.owner_key_id) == owner_key_id)
         )
+    return sa.or_(*scopes)
+
+
+async def matching_webhooks(
+    db: AsyncSession, event_type: str, *, owner_key_id: str | None, session_id: str | None
+) -> list[Webhook]:
+    """Enabled endpoints an event goes to (what `enqueue_deliveries` inserts for)."""
     stmt = (
         sa.select(Webhook)
         .outerjoin(ApiKey, col(ApiKey.id) == col(Webhook.owner_key_id))
-        .where(col(Webhook.enabled).is_(True), sa.or_(*scopes))
+        .where(
+            col(Webhook.enabled).is_(True),
+            _scopes(owner_key_id, session_id),
+        )
     )
-    rows = (await db.execute(stmt)).scalars().all()
-    return [w for w in rows if matches(w, event_type)]
+    return [w for w in (await db.execute(stmt)).scalars().all() if matches(w, event_type)]
+
+
+_ENQUEUE = """
+INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, session, event_at,
+    payload, status, attempts, next_attempt_at, created_at, updated_at)
+SELECT {new_id}, w.id, :event_id, CAST(:event_type AS VARCHAR), :session, :event_at,
+    :payload, 'pending', 0, :now, :now, :now
+FROM webhooks AS w LEFT OUTER JOIN api_keys AS k ON k.id = w.owner_key_id
+WHERE w.enabled = :enabled
+  AND (
+    (w.session_id IS NULL AND (w.owner_key_id IS NULL OR k.role = 'admin'))
+    OR (CAST(:session_id AS VARCHAR) IS NOT NULL AND w.session_id = :session_id)
+    OR (CAST(:owner AS VARCHAR) IS NOT NULL AND w.session_id IS NULL AND w.owner_key_id = :owner)
+  )
+  AND (w.event_types IS NULL OR {listed})
+ON CONFLICT DO NOTHING
+"""
+# A version-4 UUID from random bytes; non-deterministic functions run once per row.
+_SQLITE_UUID = (
+    "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' "
+    "|| substr(hex(randomblob(2)), 2) || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) "
+    "|| substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)))"
+)
+
+
+def _enqueue_statement(dialect: str) -> sa.TextClause:
+    if dialect == "postgresql":
+        sql = _ENQUEUE.format(
+            new_id="CAST(gen_random_uuid() AS VARCHAR)",
+            listed="jsonb_exists(w.event_types, CAST(:event_type AS VARCHAR))",
+        )
+    else:
+        sql = _ENQUEUE.format(
+            new_id=_SQLITE_UUID,
+            listed="EXISTS (SELECT 1 FROM json_each(w.event_types) WHERE value = :event_type)",
+        )
+    return sa.text(sql).bindparams(
+        sa.bindparam("event_at", type_=UTCDateTime),
+        sa.bindparam("now", type_=UTCDateTime),
+        sa.bindparam("payload", type_=JSONDocument),
+        sa.bindparam("enabled", type_=sa.Boolean),
+    )
+
+
+_STATEMENTS = {d: _enqueue_statement(d) for d in ("postgresql", "sqlite")}
 
 
 async def enqueue_deliveries(
@@ -78,30 +132,27 @@ async def enqueue_deliveries(
 ) -> int:
     """Insert one pending delivery per matching enabled endpoint; no commit. Returns how many.
 
-    Idempotent: a replayed event hits the (webhook, event) unique constraint and adds nothing.
+    Matching (scope as in `matching_webhooks`, then the event-type filter) and inserting
+    are one INSERT ... SELECT: a single round trip, and a write transaction should await
+    as little as possible (on SQLite it holds the database's only write lock meanwhile).
+    Idempotent: a replayed event hits the (webhook, event) unique constraint, adds nothing.
     """
-    hooks = await matching_webhooks(
-        db, event.type, owner_key_id=owner_key_id, session_id=session_id
+    dialect = "postgresql" if db.get_bind().dialect.name == "postgresql" else "sqlite"
+    result = cast(
+        CursorResult[Any],
+        await db.execute(
+            _STATEMENTS[dialect],
+            {
+                "event_id": str(event.id),
+                "event_type": event.type,
+                "session": event.session,
+                "event_at": event.timestamp,
+                "payload": envelope(event),
+                "now": utcnow(),
+                "enabled": True,
+                "session_id": session_id,
+                "owner": owner_key_id,
+            },
+        ),
     )
-    if not hooks:
-        return 0
-    body = envelope(event)
-    now = utcnow()
-    inserted = 0
-    for hook in hooks:
-        row = WebhookDelivery(
-            webhook_id=hook.id,
-            event_id=str(event.id),
-            event_type=event.type,
-            session=event.session,
-            event_at=event.timestamp,
-            payload=body,
-            status="pending",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-        if await insert_or_ignore(db, row):
-            inserted += 1
-    return inserted
+    return max(0, int(result.rowcount))
