@@ -352,6 +352,9 @@ async def test_a_message_is_read_back_with_its_timeline(
     assert found.status_code == 200
     body = found.json()
     assert (body["direction"], body["kind"], body["content"]["text"]) == ("out", "text", "hi")
+    # HTTP JSON is camelCase all the way down, the stored content included.
+    assert body["content"]["waId"] == sent["waId"]
+    assert "wa_id" not in body["content"]
     assert [(e["status"], e["traceId"]) for e in body["timeline"]] == [
         ("queued", sent["traceId"]),
         ("sent", "t-eng"),

@@ -22,6 +22,7 @@ from appliance.db.models import Message, MessageStatusEvent, Session
 from appliance.errors import ValidationFailed
 from appliance.services import messages, numbers, outgoing, sessions
 from appliance.services.media import MediaTooLarge
+from appliance.webhooks.outbox import camel_keys
 
 _ERR = {"model": ErrorResponse}
 router = APIRouter(prefix="/v1", tags=["messages"], responses={401: _ERR, 404: _ERR, 422: _ERR})
@@ -87,7 +88,7 @@ class MessagePublic(ApiModel):
             sender_pn=row.sender_pn,
             sender_lid=row.sender_lid,
             # The blob's path is the engine's business, not the client's.
-            content={k: v for k, v in row.payload.items() if k != "blob_path"},
+            content=camel_keys({k: v for k, v in row.payload.items() if k != "blob_path"}),
             sent_at=row.sent_at,
             error_code=row.error_code,
             error_reason=row.error_reason,
