@@ -158,7 +158,7 @@ describe('a sandbox engine runs many sessions', { timeout: 240_000 }, () => {
 
 		await send(redis.client, lifecycleCommand('session_logout', 's6'))
 		await waitState(redis.client, 's6', 'logged_out', since)
-		assert.equal(await redis.client.exists('wapp:auth:s6'), 0)
+		assert.deepEqual(await redis.client.hkeys('wapp:auth:s6'), [], 'the auth state outlived the logout')
 		assert.equal(await redis.client.hexists(REGISTRY, 's6'), 0)
 
 		await send(redis.client, lifecycleCommand('session_restart', 's8'))
