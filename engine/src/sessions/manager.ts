@@ -125,6 +125,7 @@ export class SessionManager implements SessionRegistry {
 		const session = this.held(name)
 		session.traceId = traceId
 		await session.halt()
+		await session.closeAuth()
 		await session.setState({ state: 'stopped', reason: 'stop requested' })
 		await this.remove(session)
 	}
@@ -170,7 +171,7 @@ export class SessionManager implements SessionRegistry {
 		await Promise.all(
 			[...this.sessions.values()].map(s => s.halt().catch(err => this.log.error({ session: s.name, err: (err as Error).message }, 'closing a session at shutdown failed'))),
 		)
-		await Promise.all([...this.sessions.values()].map(s => s.flushAuth().catch(() => undefined)))
+		await Promise.all([...this.sessions.values()].map(s => s.closeAuth().catch(err => this.log.error({ session: s.name, err: (err as Error).message }, 'flushing auth state at shutdown failed'))))
 	}
 
 	private held(name: string): Session {

@@ -120,9 +120,13 @@ export class Session implements ManagedSession {
 		await this.clearAuth()
 	}
 
-	/** The auth store, for shutdown's final flush. */
-	async flushAuth(): Promise<void> {
-		await this.auth?.flush()
+	/** Flush the auth store and refuse further writes: the session is leaving this engine
+	 * (stop, replaced, shutdown), and a late event of an old socket must not overwrite the
+	 * state a later start (here or in the next engine) works with. */
+	async closeAuth(): Promise<void> {
+		const auth = this.auth
+		this.auth = undefined
+		await auth?.close()
 	}
 
 	private connectSoon(delayMs: number): void {
@@ -214,7 +218,7 @@ export class Session implements ManagedSession {
 		}
 		if (code === DisconnectReason.connectionReplaced) {
 			this.generation++
-			await this.auth?.flush()
+			await this.closeAuth()
 			await this.setState({ state: 'stopped', reason, reason_code: code })
 			this.host.ended(this, 'stopped')
 			return
