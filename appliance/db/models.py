@@ -223,7 +223,6 @@ class Webhook(Table, table=True):
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-
 class WebhookDelivery(Table, table=True):
     """The outbox: one row per (endpoint, event), written with the event's own commit."""
 
