@@ -52,6 +52,7 @@ export interface StateEvent {
 	entryId: string
 	session: string
 	trace_id: string
+	timestamp: string
 	payload: SessionStatePayload
 }
 
@@ -59,7 +60,7 @@ export interface StateEvent {
 export async function stateEvents(client: Redis, session?: string): Promise<StateEvent[]> {
 	return (await readEvents(client))
 		.filter(e => e.event.type === 'session.state' && (session === undefined || e.event.session === session))
-		.map(e => ({ entryId: e.entryId, session: e.event.session!, trace_id: e.event.trace_id, payload: e.event.payload as unknown as SessionStatePayload }))
+		.map(e => ({ entryId: e.entryId, session: e.event.session!, trace_id: e.event.trace_id, timestamp: String(e.event.timestamp), payload: e.event.payload as unknown as SessionStatePayload }))
 }
 
 /** Entry ids compare as `ms-seq`; true when `a` comes after `b`. */

@@ -14,6 +14,7 @@ import { contractValidators, pendingCount, readEvents, startEngine, startRedis, 
 import { CONTROL_STREAM, REGISTRY, after, lastEventId, lifecycleCommand, sandboxConfig, send, startCommand, stateEvents, waitState } from './sessions-harness.js'
 
 const N = 20
+const HANDSHAKES = 2
 const names = Array.from({ length: N }, (_, i) => `s${i}`)
 const phoneOf = (i: number) => `4917000000${String(i).padStart(2, '0')}`
 
@@ -179,8 +180,8 @@ describe('a sandbox engine runs many sessions', { timeout: 240_000 }, () => {
 		assert.deepEqual(await statesSince('s0', since), [], 'shutdown is not a state change of the session')
 		for (const name of held) assert.equal(await redis.client.exists(`wapp:auth:${name}`), 1, `${name} lost its auth state`)
 
-		// The same configuration, above all the same master key.
-		engine = startEngine(config)
+		// The same configuration, above all the same master key; at most 2 handshakes at once.
+		engine = startEngine({ ...config, sessions: { ...config.sessions, max_concurrent_handshakes: HANDSHAKES } })
 		engines.push(engine)
 		await waitState(redis.client, 's0', 'connected', since, 15_000).catch(err => {
 			console.error(JSON.stringify(engine.logs.filter(l => l.session === 's0' || l.level !== 'info').slice(0, 40), null, 1), engine.noise)
@@ -194,6 +195,18 @@ describe('a sandbox engine runs many sessions', { timeout: 240_000 }, () => {
 			assert.equal(traces.size, 1, `${name}: a restored session's events share one trace id`)
 		}
 		assert.equal(await redis.client.hlen(REGISTRY), held.length)
+
+		// Staggered: from `connecting` (slot taken) to `connected` (slot given back), no more
+		// than HANDSHAKES sessions overlap.
+		const windows = await Promise.all(
+			held.map(async name => {
+				const events = (await stateEvents(redis.client, name)).filter(e => after(e.entryId, since))
+				const at = (state: string) => Date.parse(events.find(e => e.payload.state === state)!.timestamp)
+				return [at('connecting'), at('connected')] as const
+			}),
+		)
+		const overlap = Math.max(...windows.map(([start]) => windows.filter(([a, b]) => a <= start && start < b).length))
+		assert.ok(overlap <= HANDSHAKES, `${overlap} handshakes at once`)
 	})
 
 	it('goes to failed after 3 attempts that never reach connected, and then stays quiet', async () => {
