@@ -126,8 +126,9 @@ export class SessionManager implements SessionRegistry {
 		session.traceId = traceId
 		await session.halt()
 		await session.closeAuth()
-		await session.setState({ state: 'stopped', reason: 'stop requested' })
+		// Unregistered before the event goes out: whoever reads the event sees it done.
 		await this.remove(session)
+		await session.setState({ state: 'stopped', reason: 'stop requested' })
 	}
 
 	/** `session_logout`: log out at WhatsApp, delete the auth state, forget the session. */
@@ -136,8 +137,8 @@ export class SessionManager implements SessionRegistry {
 		if (session === undefined) return this.logoutStored(name, traceId)
 		session.traceId = traceId
 		await session.logout()
-		await session.setState({ state: 'logged_out', reason: 'logout requested' })
 		await this.remove(session)
+		await session.setState({ state: 'logged_out', reason: 'logout requested' })
 	}
 
 	/** `session_restart`: a new socket now, the failure count reset (also revives `failed`). */
@@ -227,7 +228,7 @@ export class SessionManager implements SessionRegistry {
 			socketHooks: () => this.hooks,
 			contributedConfig: session => [...this.contributors].map(c => c(session)),
 			publish: (session, update) => this.states.publish(session.name, session.traceId, update).then(() => undefined),
-			ended: session => void this.remove(session).catch(err => this.log.error({ session: name, err: (err as Error).message }, 'removing an ended session failed')),
+			ended: session => this.remove(session).catch(err => this.log.error({ session: name, err: (err as Error).message }, 'removing an ended session failed')),
 			paired: session => {
 				const settings = { ...session.settings, paired_at: session.pairedAt?.toISOString() ?? null }
 				session.settings = settings

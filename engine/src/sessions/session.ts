@@ -32,8 +32,9 @@ export interface SessionHost {
 	socketHooks(): Iterable<SocketHook>
 	contributedConfig(session: ManagedSession): Partial<UserFacingSocketConfig>[]
 	publish(session: Session, update: StateUpdate): Promise<void>
-	/** The session reached a state it does not leave by itself (`logged_out`, replaced). */
-	ended(session: Session, state: 'logged_out' | 'stopped'): void
+	/** The session reached a state it does not leave by itself (`logged_out`, replaced):
+	 * unregister it. Called BEFORE that state is published, so the event means "done". */
+	ended(session: Session, state: 'logged_out' | 'stopped'): Promise<void>
 	paired(session: Session): void
 	opened(session: Session): void
 	closed(session: Session, code: number | undefined): void
@@ -212,15 +213,15 @@ export class Session implements ManagedSession {
 		if (code === DisconnectReason.loggedOut) {
 			this.generation++
 			await this.clearAuth()
+			await this.host.ended(this, 'logged_out')
 			await this.setState({ state: 'logged_out', reason, reason_code: code })
-			this.host.ended(this, 'logged_out')
 			return
 		}
 		if (code === DisconnectReason.connectionReplaced) {
 			this.generation++
 			await this.closeAuth()
+			await this.host.ended(this, 'stopped')
 			await this.setState({ state: 'stopped', reason, reason_code: code })
-			this.host.ended(this, 'stopped')
 			return
 		}
 		if (code === DisconnectReason.restartRequired) return this.connectSoon(0)
