@@ -41,7 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.wapp = state
         consumer = EventConsumer(redis=redis, writer=state.writer)
         consumer.start()
-        app.state.webhooks = WebhooksRuntime.start(settings, db, redis)
+        app.state.webhooks = WebhooksRuntime.start(state)
         try:
             yield
         finally:

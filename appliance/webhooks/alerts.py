@@ -21,10 +21,9 @@ import aiosmtplib
 import httpx
 import redis.asyncio as aioredis
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from appliance.db.engine import create_sessionmaker
 from appliance.db.models import Session
 from appliance.db.types import utcnow
 from appliance.settings import WebhooksSettings
@@ -72,13 +71,13 @@ class Alerter:
     def __init__(
         self,
         settings: WebhooksSettings,
-        db: AsyncEngine,
+        reader: async_sessionmaker[AsyncSession],
         redis: aioredis.Redis,
         *,
         scan_s: float = 2.0,
     ) -> None:
         self.settings = settings
-        self.sessions: async_sessionmaker[AsyncSession] = create_sessionmaker(db, read_only=True)
+        self.sessions = reader
         self.limiter = RateLimiter(redis, settings.alert_min_interval_s)
         self.scan_s = scan_s
         self.sent: list[Alert] = []

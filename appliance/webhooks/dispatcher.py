@@ -25,9 +25,8 @@ from typing import Any
 import httpx
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from appliance.db.engine import create_sessionmaker
 from appliance.db.models import Webhook, WebhookDelivery, WebhookDeliveryAttempt
 from appliance.db.types import new_id, utcnow
 from appliance.settings import WebhooksSettings
@@ -132,15 +131,17 @@ class Dispatcher:
     def __init__(
         self,
         settings: WebhooksSettings,
-        db: AsyncEngine,
         *,
+        writer: async_sessionmaker[AsyncSession],
+        reader: async_sessionmaker[AsyncSession],
         master_key: bytes,
         owner: str | None = None,
     ) -> None:
+        """`writer`/`reader`: the api's session makers (AppState.writer and .reader); reads
+        must not queue behind SQLite's one writer."""
         self.settings = settings
-        self.sessions: async_sessionmaker[AsyncSession] = create_sessionmaker(db)
-        # Loading due rows only reads: on SQLite it must not queue behind writers.
-        self.readers: async_sessionmaker[AsyncSession] = create_sessionmaker(db, read_only=True)
+        self.sessions = writer
+        self.readers = reader
         self.box = SecretBox(master_key)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._global = asyncio.Semaphore(settings.max_concurrency)

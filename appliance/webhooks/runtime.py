@@ -10,13 +10,11 @@ import logging
 from dataclasses import dataclass
 from typing import Annotated
 
-import redis.asyncio as aioredis
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from appliance.api.state import AppState
 from appliance.errors import ConfigError, ServiceUnavailable
 from appliance.security.master_key import load_master_key
-from appliance.settings import Settings
 from appliance.webhooks.alerts import Alerter
 from appliance.webhooks.crypto import SecretBox
 from appliance.webhooks.dispatcher import Dispatcher
@@ -32,15 +30,18 @@ class WebhooksRuntime:
     unavailable: str | None
 
     @classmethod
-    def start(cls, settings: Settings, db: AsyncEngine, redis: aioredis.Redis) -> WebhooksRuntime:
+    def start(cls, state: AppState) -> WebhooksRuntime:
+        settings = state.settings
         try:
             master_key = load_master_key(settings.master_key_path)
         except ConfigError as exc:
             log.warning("webhooks disabled: %s", exc.message)
             return cls(None, None, None, exc.message)
-        dispatcher = Dispatcher(settings.webhooks, db, master_key=master_key)
+        dispatcher = Dispatcher(
+            settings.webhooks, writer=state.writer, reader=state.reader, master_key=master_key
+        )
         dispatcher.start()
-        alerter = Alerter(settings.webhooks, db, redis)
+        alerter = Alerter(settings.webhooks, state.reader, state.redis)
         alerter.start()
         return cls(SecretBox(master_key), dispatcher, alerter, None)
 

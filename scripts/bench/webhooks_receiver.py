@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 import orjson
 import uvloop
@@ -52,8 +53,7 @@ async def main(n: int, out_path: str) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
-    with open(out_path, "wb") as fh:
-        fh.write(orjson.dumps(records))
+    await asyncio.to_thread(Path(out_path).write_bytes, orjson.dumps(records))
 
 
 if __name__ == "__main__":
