@@ -12,7 +12,7 @@ import { spawn } from 'node:child_process'
 import { randomBytes, randomUUID, createHash } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
-import { cpus, tmpdir } from 'node:os'
+import { cpus, loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -65,6 +65,11 @@ function procStatus(pid) {
 	return { rss: kb('VmRSS') * 1024, hwm: kb('VmHWM') * 1024 }
 }
 const mb = b => b / 1024 / 1024
+/** utime + stime of a process, in seconds (clock ticks are 1/100 s on Linux). */
+function cpuSeconds(pid) {
+	const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+	return (Number(fields[11]) + Number(fields[12])) / 100
+}
 
 async function waitUntil(what, cond, timeoutMs) {
 	const deadline = Date.now() + timeoutMs
@@ -212,6 +217,7 @@ async function engineRun(n, runIndex) {
 		}
 	}
 	const tSend = Date.now()
+	const cpuBefore = { engine: cpuSeconds(engine.pid), sim: cpuSeconds(simProc.pid), redis: cpuSeconds(redisProc.pid) }
 	await sp.exec()
 	await waitUntil(`${sends.length} sends acked by the server`, async () => {
 		await ev.poll()
@@ -219,7 +225,8 @@ async function engineRun(n, runIndex) {
 	}, 20 * 60_000).catch(err => log(`N=${n}: ${err.message} (${ev.get('status:sent')} sent)`))
 	const sendS = (Date.now() - tSend) / 1000
 	const sendRate = ev.get('status:sent') / sendS
-	log(`N=${n}: ${ev.get('status:sent')} sent (${ev.get('status:failed')} failed) in ${sendS.toFixed(1)} s = ${sendRate.toFixed(0)} msg/s`)
+	const busy = name => (((name === 'engine' ? cpuSeconds(engine.pid) : cpuSeconds(name === 'sim' ? simProc.pid : redisProc.pid)) - cpuBefore[name]) / sendS * 100).toFixed(0)
+	log(`N=${n}: ${ev.get('status:sent')} sent (${ev.get('status:failed')} failed) in ${sendS.toFixed(1)} s = ${sendRate.toFixed(0)} msg/s; CPU during the burst: engine ${busy('engine')}%, simulator ${busy('sim')}%, redis ${busy('redis')}% (of one core); load average ${loadavg()[0].toFixed(1)}`)
 
 	// Receives: each contact sends 4 messages to each session it talks to.
 	const inbound = []

@@ -19,7 +19,7 @@ import type { OutgoingCommandType } from './outgoing.js'
 import { StreamReader } from './reader.js'
 import { RecentSends } from './recent-sends.js'
 import { checkNumbers, downloadMedia, markRead, sendPresence } from './requests.js'
-import { Sender } from './sender.js'
+import { Sender, TransientSendError } from './sender.js'
 
 export interface MessagingOptions {
 	/** Byte budget of the recent-sends store (getMessage for retry receipts, receipt mapping). */
@@ -148,12 +148,17 @@ export class Messaging implements EngineModule {
 		this.pendingLanes.set(session.name, init)
 	}
 
-	/** The lane whose stream this entry came from; a command naming another session is refused. */
+	/**
+	 * The lane whose stream this entry came from. A command naming another session than
+	 * its stream's is refused; one whose session went away while it was being read (stop,
+	 * logout) stays pending for when the session is back, never rejected.
+	 */
 	private laneFor(session: string, c: CommandContext): Lane {
-		const lane = this.reader?.lane(session)
-		if (!lane || lane.stream !== c.stream) {
+		if (c.stream !== sessionStream(session)) {
 			throw new CommandRejection('UNKNOWN_SESSION', `a command for session ${session} on ${c.stream}`)
 		}
+		const lane = this.reader?.lane(session)
+		if (!lane) throw new TransientSendError('NOT_CONNECTED', `session ${session} is no longer held`)
 		return lane
 	}
 

@@ -83,7 +83,8 @@ export class Lane {
 			this.notBefore = Date.now() + RETRY_BASE_MS * deliveries
 		}
 		const after = this.pacer.snapshot()
-		if (after.lastSendAt !== before) {
+		// Unpaced sessions (sandbox) have no cap to remember: no write per send.
+		if (this.pacer.enabled && after.lastSendAt !== before) {
 			await this.d.writer
 				.hset(pacingKey(this.session.name), { last_at: String(after.lastSendAt), day: after.day, count: String(after.sentToday) })
 				.catch((err: Error) => this.d.log.warn({ err: err.message }, 'saving the pacer state failed'))
