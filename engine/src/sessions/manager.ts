@@ -102,12 +102,18 @@ export class SessionManager implements SessionRegistry {
 		await this.o.redis.hset(this.registryKey, name, JSON.stringify(settings))
 		const existing = this.sessions.get(name)
 		if (existing !== undefined) {
+			const before = existing.settings
 			existing.traceId = traceId
 			existing.settings = settings
 			Object.assign(existing.pacing, this.pacingFor(settings))
 			if (existing.state === 'failed' || existing.state === 'stopped') {
 				await existing.setState({ state: 'created' })
 				existing.start()
+			} else if (existing.state !== 'connected' && (before.pairing !== settings.pairing || before.phone !== settings.phone)) {
+				// Not paired yet and asked to pair another way (the api's "pairing code"
+				// request for a session showing QRs): a fresh socket, paired the new way.
+				this.log.info({ session: name, pairing: settings.pairing }, 'session_start changes how an unpaired session pairs: reconnecting')
+				await existing.restart()
 			} else {
 				this.log.info({ session: name, state: existing.state }, 'session_start for a running session: settings updated')
 			}

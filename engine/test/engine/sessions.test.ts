@@ -209,6 +209,18 @@ describe('a sandbox engine runs many sessions', { timeout: 240_000 }, () => {
 		assert.ok(overlap <= HANDSHAKES, `${overlap} handshakes at once`)
 	})
 
+	it('a session showing QRs that is asked to pair by code reconnects and pairs by code', async () => {
+		const since = await lastEventId(redis.client)
+		// No phone: nobody scans, the QR stays up.
+		await send(redis.client, startCommand('late'))
+		await waitState(redis.client, 'late', 'qr', since)
+		await send(redis.client, startCommand('late', { phone: '4917000000099', pairing: 'code' }))
+		const code = await waitState(redis.client, 'late', 'pairing_code', since)
+		assert.match(code.payload.pairing_code ?? '', /^[A-Z0-9]{8}$/)
+		const connected = await waitState(redis.client, 'late', 'connected', since)
+		assert.equal(connected.payload.me?.jid, '4917000000099@s.whatsapp.net')
+	})
+
 	it('goes to failed after 3 attempts that never reach connected, and then stays quiet', async () => {
 		const since = await lastEventId(redis.client)
 		await control.close()
