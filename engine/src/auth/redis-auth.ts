@@ -64,7 +64,14 @@ export class RedisAuthStore {
 			wrapped = await o.redis.hgetBuffer(o.key, 'dek')
 			if (wrapped === null) throw new Error(`${o.key}: data key vanished while it was created`)
 		}
-		const dataKey = open(o.masterKey, wrapped, dekAad)
+		let dataKey: Buffer
+		try {
+			dataKey = open(o.masterKey, wrapped, dekAad)
+		} catch {
+			// The one way this happens without tampering: another master key file than the
+			// one the state was written with.
+			throw new Error(`${o.key}: the stored data key does not unwrap with this master key (a different master key file?)`)
+		}
 		const sealedCreds = await o.redis.hgetBuffer(o.key, 'creds')
 		const creds = sealedCreds === null ? initAuthCreds() : (parse(open(dataKey, sealedCreds, `${o.key}:creds`)) as AuthenticationCreds)
 		return new RedisAuthStore(o, dataKey, creds)

@@ -9,7 +9,10 @@ import { readFileSync } from 'node:fs'
 import { after, before, describe, it } from 'node:test'
 import { BufferJSON, type AuthenticationCreds } from '@whiskeysockets/baileys'
 import type { Redis } from 'ioredis'
+import pino from 'pino'
 import { open, loadMasterKey } from '../../src/auth/crypto.js'
+import { BudgetLru } from '../../src/auth/lru.js'
+import { RedisAuthStore } from '../../src/auth/redis-auth.js'
 import type { EngineRuntimeConfig } from '../../src/generated/contracts.js'
 import type { ControlServer } from '../../sim/control.js'
 import type { Simulator } from '../../sim/sim.js'
@@ -153,5 +156,10 @@ describe('no plaintext key material in Redis', { timeout: 90_000 }, () => {
 		// Bound to its place: beta's data key does not open as alpha's.
 		const master = loadMasterKey(config.master_key_file)
 		assert.throws(() => open(master, sealed, 'wapp:auth:alpha:dek'))
+		// What a session start meets with another master key file: a clear refusal.
+		await assert.rejects(
+			RedisAuthStore.open({ redis: redis.client, key: 'wapp:auth:beta', masterKey: Buffer.alloc(32, 7), cache: new BudgetLru(1000), log: pino({ level: 'silent' }) }),
+			/does not unwrap with this master key/,
+		)
 	})
 })
