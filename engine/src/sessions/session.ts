@@ -41,6 +41,8 @@ export interface SessionHost {
 }
 
 const CLOSE_WAIT_MS = 3000
+/** A connection that stayed up this long was not flapping. */
+const STABLE_MS = 60_000
 
 export class Session implements ManagedSession {
 	state: SessionState = 'created'
@@ -53,6 +55,9 @@ export class Session implements ManagedSession {
 	private failures = 0
 	/** Which reconnect this socket is (0: the first connection, or a 515 restart). */
 	private attempt = 0
+	/** Connections in a row that dropped soon after opening: they lengthen the backoff. */
+	private flaps = 0
+	private openedAt = 0
 	private retryTimer: NodeJS.Timeout | undefined
 	/** Bumped whenever the session is told to stop or restart: a stale connect gives up. */
 	private generation = 0
@@ -86,6 +91,7 @@ export class Session implements ManagedSession {
 	/** Begin connecting (created/failed/stopped -> connecting). */
 	start(): void {
 		this.failures = 0
+		this.flaps = 0
 		this.attempt = 0
 		this.connectSoon(0)
 	}
@@ -188,6 +194,7 @@ export class Session implements ManagedSession {
 			if (update.connection === 'open') {
 				release()
 				opened = true
+				this.openedAt = Date.now()
 				this.failures = 0
 				this.attempt = 0
 				this.me = meOf(sock)
@@ -230,11 +237,14 @@ export class Session implements ManagedSession {
 			return
 		}
 		if (!opened) this.failures++
+		// A socket that opens and drops again at once would otherwise reconnect within a
+		// second forever (the failure count resets on open): count such flaps into the backoff.
+		else this.flaps = Date.now() - this.openedAt < STABLE_MS ? this.flaps + 1 : 0
 		if (this.failures >= this.host.tuning.reconnect_max_attempts) {
 			await this.setState({ state: 'failed', reason: `${this.failures} connection attempts never reached connected; last: ${reason}`, reason_code: code ?? null, attempt: this.failures })
 			return
 		}
-		const delay = backoffMs(this.failures, this.host.tuning.reconnect_base_s * 1000, this.host.tuning.reconnect_max_s * 1000)
+		const delay = backoffMs(this.failures + this.flaps, this.host.tuning.reconnect_base_s * 1000, this.host.tuning.reconnect_max_s * 1000)
 		this.attempt = this.failures + 1
 		await this.setState({ state: 'reconnecting', reason, reason_code: code ?? null, attempt: this.attempt })
 		this.connectSoon(delay)
