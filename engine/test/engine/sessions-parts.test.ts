@@ -6,7 +6,14 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { WA_CERT_DETAILS } from '@whiskeysockets/baileys'
 import pino from 'pino'
+import { setupUpstream } from '../../src/upstream/index.js'
+import { startSim } from '../sim/helpers.js'
 import { loadMasterKey } from '../../src/auth/crypto.js'
 import { BudgetLru } from '../../src/auth/lru.js'
 import { RedisAuthStore } from '../../src/auth/redis-auth.js'
@@ -15,7 +22,7 @@ import { LagGuard } from '../../src/lag-guard.js'
 import { backoffMs } from '../../src/sessions/backoff.js'
 import { Semaphore } from '../../src/sessions/semaphore.js'
 import { StatePublisher } from '../../src/sessions/state-events.js'
-import { masterKeyFile, readEvents, startRedis, type TestRedis } from './helpers.js'
+import { masterKeyFile, readEvents, startRedis, engineConfig, type TestRedis } from './helpers.js'
 
 const silent = pino({ level: 'silent' })
 
@@ -122,5 +129,31 @@ describe('session manager parts', () => {
 		await store.state.keys.set({ session: { x: Buffer.alloc(8) } })
 		await sleep(20)
 		assert.equal(await redis.client.exists('wapp:auth:t'), 0, 'a write after clear recreated the hash')
+	})
+
+	it('a whatsapp engine never installs a root key, even handed a sandbox block; a sandbox engine installs the one in its file', async () => {
+		const sim = await startSim()
+		try {
+			const before = Buffer.from(WA_CERT_DETAILS.PUBLIC_KEY)
+			const keyFile = join(mkdtempSync(join(tmpdir(), 'wapp-root-')), 'root.b64')
+			const key = randomBytes(32)
+			writeFileSync(keyFile, key.toString('base64') + '\n')
+			const sandbox = { ws_url: sim.wsUrl, control_url: 'http://127.0.0.1:1', root_key_file: keyFile, ca_file: sim.certs.files.caCert }
+
+			const whatsapp = setupUpstream(engineConfig('unix:///x', { upstream: 'whatsapp', sandbox }), silent)
+			assert.equal(whatsapp.wsUrl, undefined)
+			assert.equal(whatsapp.phone, undefined)
+			assert.deepEqual(Buffer.from(WA_CERT_DETAILS.PUBLIC_KEY), before)
+
+			const sandboxed = setupUpstream(engineConfig('unix:///x', { upstream: 'sandbox', sandbox }), silent)
+			assert.equal(sandboxed.wsUrl, sim.wsUrl)
+			assert.ok(sandboxed.phone !== undefined)
+			assert.deepEqual(Buffer.from(WA_CERT_DETAILS.PUBLIC_KEY), key)
+
+			const unconfigured = setupUpstream(engineConfig('unix:///x', { upstream: 'sandbox', sandbox: null }), silent)
+			assert.match(unconfigured.unusable ?? '', /no simulator configured/)
+		} finally {
+			await sim.close()
+		}
 	})
 })
