@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import orjson
@@ -44,14 +46,10 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
-async def run_one(
-    label: str, database_url: str, args: argparse.Namespace, tmp: Path
-) -> dict[str, float]:
-    data = tmp / label
-    data.mkdir()
-    settings = Settings(
+def bench_settings(data: Path, database_url: str, args: argparse.Namespace, pool: int) -> Settings:
+    return Settings(
         general={"data_dir": str(data)},
-        database={"url": database_url, "pool_size": 10},
+        database={"url": database_url, "pool_size": pool},
         webhooks={
             "allow_private": True,
             "poll_interval_s": args.poll_interval,
@@ -60,18 +58,83 @@ async def run_one(
             "batch_size": args.batch_size,
         },
     )
+
+
+def api_engines(data: Path, database_url: str, args: argparse.Namespace) -> tuple[Any, Any]:
+    """The engines an api worker builds: shared, and (SQLite) one connection for writers."""
+    engine = create_db_engine(bench_settings(data, database_url, args, 10))
+    if engine.dialect.name != "sqlite":
+        return engine, engine
+    return engine, create_db_engine(bench_settings(data, database_url, args, 1), max_overflow=0)
+
+
+async def dispatch_only(args: argparse.Namespace) -> None:
+    """Another api worker: a dispatcher over the same database until SIGTERM."""
+    data = Path(args.data_dir)
+    settings = bench_settings(data, args.database_url, args, 10)
+    engine, writer_engine = api_engines(data, args.database_url, args)
+    dispatcher = Dispatcher(
+        settings.webhooks,
+        writer=create_sessionmaker(writer_engine),
+        reader=create_sessionmaker(engine, read_only=True),
+        master_key=load_master_key(settings.master_key_path),
+    )
+    dispatcher.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await dispatcher.stop()
+    if writer_engine is not engine:
+        await writer_engine.dispose()
+    await engine.dispose()
+
+
+async def more_workers(
+    database_url: str, data: Path, args: argparse.Namespace
+) -> list[asyncio.subprocess.Process]:
+    """The other api workers' dispatchers, as separate processes."""
+    return [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--dispatch-only",
+            "--database-url",
+            database_url,
+            "--data-dir",
+            str(data),
+            "--per-endpoint",
+            str(args.per_endpoint),
+            "--batch-size",
+            str(args.batch_size),
+            "--poll-interval",
+            str(args.poll_interval),
+        )
+        for _ in range(args.workers - 1)
+    ]
+
+
+async def run_one(
+    label: str, database_url: str, args: argparse.Namespace, tmp: Path
+) -> dict[str, float]:
+    data = tmp / label
+    data.mkdir()
+    settings = bench_settings(data, database_url, args, 10)
     await migrate.upgrade(settings)
     create_master_key(settings.master_key_path)
     master = load_master_key(settings.master_key_path)
     out_file = tmp / f"{label}-received.json"
-    receivers = subprocess.Popen(
-        [sys.executable, str(HERE / "webhooks_receiver.py"), str(args.receivers), str(out_file)],
-        stdout=subprocess.PIPE,
+    receivers = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(HERE / "webhooks_receiver.py"),
+        str(args.receivers),
+        str(out_file),
+        stdout=asyncio.subprocess.PIPE,
     )
     assert receivers.stdout is not None
-    ports = orjson.loads(receivers.stdout.readline())
-    engine = create_db_engine(settings)
-    sessions = create_sessionmaker(engine)
+    ports = orjson.loads(await receivers.stdout.readline())
+    # The session makers the api builds (AppState.writer / .reader).
+    engine, writer_engine = api_engines(data, database_url, args)
+    sessions = create_sessionmaker(writer_engine)
     readers = create_sessionmaker(engine, read_only=True)
     admin = service.Scope(key_id=None, is_admin=True)
     for port in ports:
@@ -82,31 +145,42 @@ async def run_one(
             settings=settings.webhooks,
             url=f"http://127.0.0.1:{port}/hook",
         )
-    dispatcher = Dispatcher(settings.webhooks, engine, master_key=master)
-    dispatcher.start()
+    dispatcher = Dispatcher(settings.webhooks, writer=sessions, reader=readers, master_key=master)
+    others = [] if args.burst else await more_workers(database_url, data, args)
+    if not args.burst:
+        dispatcher.start()
     names = [f"s{i}" for i in range(args.sessions)]
     expected = args.events * len(ports)
+    # Events "arrive" at a steady rate; the feeder, like the event consumer reading its
+    # stream, takes whatever has arrived (at most --batch) into one transaction. An
+    # event's timestamp is its arrival time, so consumer lag counts in the latency.
     started = time.perf_counter()
+    wall0 = time.time() - started
     fed = 0
-    interval = args.batch / args.rate
-    next_at = started
     while fed < args.events:
-        n = min(args.batch, args.events - fed)
+        now = time.perf_counter()
+        arrived = min(args.events, int((now - started) * args.rate) + 1)
+        if arrived <= fed:
+            await asyncio.sleep((fed / args.rate) - (now - started))
+            continue
+        n = min(args.batch, arrived - fed)
         async with sessions.begin() as db:
             for i in range(fed, fed + n):
                 event = MessageStatusEvent(
                     session=names[i % len(names)],
+                    timestamp=datetime.fromtimestamp(wall0 + started + i / args.rate, UTC),
                     payload=MessageStatusPayload(
                         message_id=uuid.uuid4(), status="delivered", wa_id=f"3EB0{i:018d}"
                     ),
                 )
                 await enqueue_deliveries(db, event, owner_key_id=None, session_id=None)
         fed += n
-        next_at += interval
-        delay = next_at - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
     feed_s = time.perf_counter() - started
+    if args.burst:
+        # Throughput alone: the whole backlog is in the outbox before the dispatcher starts.
+        started = time.perf_counter()
+        dispatcher.start()
+        others = await more_workers(database_url, data, args)
     # Wait until the outbox is drained (or the deadline passes: then rows are lost).
     import sqlalchemy as sa
 
@@ -123,11 +197,17 @@ async def run_one(
             break
         await asyncio.sleep(0.05)
     total_s = time.perf_counter() - started
+    for other in others:
+        other.terminate()
+    for other in others:
+        await asyncio.wait_for(other.wait(), 30)
     await dispatcher.stop()
+    if writer_engine is not engine:
+        await writer_engine.dispose()
     await engine.dispose()
     await asyncio.sleep(0.2)
     receivers.terminate()
-    receivers.wait(timeout=30)
+    await asyncio.wait_for(receivers.wait(), 30)
     records = orjson.loads(out_file.read_bytes())
     unique = {(r[0], r[1]) for r in records}
     latencies = [r[2] for r in records]
@@ -147,7 +227,8 @@ async def run_one(
     }
     print(
         f"[{label}] events={args.events} receivers={len(ports)} sessions={args.sessions} "
-        f"rate={args.rate}/s delivered={len(unique)} duplicates={len(records) - len(unique)} "
+        f"workers={args.workers} rate={args.rate}/s delivered={len(unique)} "
+        f"duplicates={len(records) - len(unique)} "
         f"fed_in={feed_s:.1f}s drained_in={total_s:.1f}s "
         f"deliveries_per_s={result['deliveries_per_s']:.0f} p50_ms={result['p50_ms']:.0f} "
         f"p99_ms={result['p99_ms']:.0f} max_ms={result['max_ms']:.0f} lost={lost}",
@@ -165,11 +246,18 @@ async def main() -> None:
     parser.add_argument("--receivers", type=int, default=4)
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--rate", type=float, default=300.0, help="events per second fed")
-    parser.add_argument("--batch", type=int, default=10, help="events per feeder transaction")
+    parser.add_argument(
+        "--batch", type=int, default=64, help="most events per feeder transaction (as the consumer)"
+    )
     parser.add_argument("--per-endpoint", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--poll-interval", type=float, default=0.05)
     parser.add_argument("--drain-timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="enqueue every event first, then time the dispatcher draining the backlog",
+    )
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument(
         "--postgres-url",
@@ -177,7 +265,14 @@ async def main() -> None:
             "WAPP_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
         ),
     )
+    parser.add_argument("--workers", type=int, default=1, help="api workers (dispatchers)")
+    parser.add_argument("--dispatch-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.dispatch_only:
+        await dispatch_only(args)
+        return
     results: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="wapp-bench-webhooks-") as tmp_name:
         tmp = Path(tmp_name)
