@@ -32,6 +32,8 @@ const { values } = parseArgs({
 		'contacts-per-session': { type: 'string', default: '5' },
 		handshakes: { type: 'string', default: '16' },
 		settle: { type: 'string', default: '10' },
+		// Write a CPU profile of the engine during the send burst, summarised by package.
+		profile: { type: 'boolean', default: false },
 	},
 })
 const SIZES = values.sessions.split(',').map(Number)
@@ -143,14 +145,56 @@ class EventCounter {
 	}
 }
 
-async function collectGarbage(inspectorUrl) {
-	const ws = new WebSocket(inspectorUrl)
+/** An inspector session on the engine; a profile lives in the session that started it. */
+async function openInspector(inspectorUrl) {
+	const ws = new WebSocket(inspectorUrl, { maxPayload: 1 << 30 })
 	await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject))
-	await new Promise(resolve => {
-		ws.on('message', () => resolve())
-		ws.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' }))
+	let next = 1
+	const waiting = new Map()
+	ws.on('message', data => {
+		const msg = JSON.parse(String(data))
+		waiting.get(msg.id)?.(msg.result ?? {})
+		waiting.delete(msg.id)
 	})
-	ws.close()
+	return {
+		call: (method, params = {}) =>
+			new Promise(resolve => {
+				const id = next++
+				waiting.set(id, resolve)
+				ws.send(JSON.stringify({ id, method, params }))
+			}),
+		close: () => ws.close(),
+	}
+}
+async function inspect(inspectorUrl, method, params = {}) {
+	const session = await openInspector(inspectorUrl)
+	const result = await session.call(method, params)
+	session.close()
+	return result
+}
+const collectGarbage = url => inspect(url, 'HeapProfiler.collectGarbage')
+
+/** Self time of a V8 CPU profile, by package (node_modules/<name>) or by our own directory. */
+function summariseProfile(profile) {
+	const byNode = new Map(profile.nodes.map(n => [n.id, n]))
+	const self = new Map()
+	const dt = profile.timeDeltas
+	for (let i = 0; i < profile.samples.length; i++) {
+		const node = byNode.get(profile.samples[i])
+		const url = node.callFrame.url
+		const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)
+		const key = m ? m[1] : url.includes('/dist/src/') ? `engine:${url.split('/dist/src/')[1].split('/')[0]}` : url ? 'node:' + url.split('/').pop() : `(${node.callFrame.functionName || 'native'})`
+		self.set(key, (self.get(key) ?? 0) + (dt[i] ?? 0))
+	}
+	const fns = new Map()
+	for (let i = 0; i < profile.samples.length; i++) {
+		const f = byNode.get(profile.samples[i]).callFrame
+		const key = `${f.functionName || '(anon)'}@${f.url.split('/').slice(-2).join('/')}:${f.lineNumber}`
+		fns.set(key, (fns.get(key) ?? 0) + (dt[i] ?? 0))
+	}
+	const total = [...self.values()].reduce((a, b) => a + b, 0)
+	if (process.env.PROFILE_FUNCTIONS) console.log([...fns.entries()].sort((a, b) => b[1] - a[1]).slice(0, 25).map(([k, v]) => `  ${k} ${((v / total) * 100).toFixed(1)}%`).join('\n'))
+	return [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15).map(([k, v]) => `${k} ${((v / total) * 100).toFixed(1)}%`).join(', ')
 }
 
 // ---- one engine run at N sessions --------------------------------------------------
@@ -217,6 +261,11 @@ async function engineRun(n, runIndex) {
 		}
 	}
 	const tSend = Date.now()
+	const profiler = values.profile ? await openInspector(inspectorUrl) : undefined
+	if (profiler) {
+		await profiler.call('Profiler.enable')
+		await profiler.call('Profiler.start')
+	}
 	const cpuBefore = { engine: cpuSeconds(engine.pid), sim: cpuSeconds(simProc.pid), redis: cpuSeconds(redisProc.pid) }
 	await sp.exec()
 	await waitUntil(`${sends.length} sends acked by the server`, async () => {
@@ -224,6 +273,11 @@ async function engineRun(n, runIndex) {
 		return ev.get('status:sent') + ev.get('status:failed') >= sends.length
 	}, 20 * 60_000).catch(err => log(`N=${n}: ${err.message} (${ev.get('status:sent')} sent)`))
 	const sendS = (Date.now() - tSend) / 1000
+	if (profiler) {
+		const { profile } = await profiler.call('Profiler.stop')
+		profiler.close()
+		log(`N=${n}: engine CPU profile of the burst (self time): ${summariseProfile(profile)}`)
+	}
 	const sendRate = ev.get('status:sent') / sendS
 	const busy = name => (((name === 'engine' ? cpuSeconds(engine.pid) : cpuSeconds(name === 'sim' ? simProc.pid : redisProc.pid)) - cpuBefore[name]) / sendS * 100).toFixed(0)
 	log(`N=${n}: ${ev.get('status:sent')} sent (${ev.get('status:failed')} failed) in ${sendS.toFixed(1)} s = ${sendRate.toFixed(0)} msg/s; CPU during the burst: engine ${busy('engine')}%, simulator ${busy('sim')}%, redis ${busy('redis')}% (of one core); load average ${loadavg()[0].toFixed(1)}`)
@@ -305,6 +359,10 @@ async function naiveRun(n) {
 	return mean
 }
 
+process.on('unhandledRejection', err => {
+	console.error(err)
+	abort(1)
+})
 const results = []
 for (const [i, n] of SIZES.entries()) results.push(await engineRun(n, i))
 const naive = await naiveRun(NAIVE)
