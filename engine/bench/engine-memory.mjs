@@ -363,13 +363,19 @@ process.on('unhandledRejection', err => {
 	console.error(err)
 	abort(1)
 })
-const results = []
-for (const [i, n] of SIZES.entries()) results.push(await engineRun(n, i))
-const naive = await naiveRun(NAIVE)
-for (const r of results) {
-	console.log(
-		`sessions=${r.n} mb_per_session=${r.mbPerSession.toFixed(3)} peak_rss_mb=${r.peak.toFixed(0)} naive_mb_per_session=${naive.toFixed(1)} density_ratio=${(naive / r.mbPerSession).toFixed(0)} send_msgs_per_s=${r.sendRate.toFixed(0)} lost=${r.lost} reconnects=${r.reconnects}`,
-	)
+try {
+	const results = []
+	for (const [i, n] of SIZES.entries()) results.push(await engineRun(n, i))
+	const naive = await naiveRun(NAIVE)
+	for (const r of results) {
+		console.log(
+			`sessions=${r.n} mb_per_session=${r.mbPerSession.toFixed(3)} peak_rss_mb=${r.peak.toFixed(0)} naive_mb_per_session=${naive.toFixed(1)} density_ratio=${(naive / r.mbPerSession).toFixed(0)} send_msgs_per_s=${r.sendRate.toFixed(0)} lost=${r.lost} reconnects=${r.reconnects}`,
+		)
+	}
+	redis.disconnect()
+	abort(0)
+} catch (err) {
+	// Never leave the engine, the simulator or redis-server behind.
+	console.error(err)
+	abort(1)
 }
-redis.disconnect()
-abort(0)
