@@ -11,7 +11,7 @@ from appliance.api.errors import install_error_handlers
 from appliance.api.middleware import TraceMiddleware
 from appliance.api.routes import events, health, keys, media, messages, sandbox, sessions, webhooks
 from appliance.api.state import AppState
-from appliance.db.engine import create_db_engine, create_sessionmaker
+from appliance.db.engine import create_db_engine, create_sessionmaker, create_writer_engine
 from appliance.events.consumer import EventConsumer
 from appliance.redis_client import create_redis
 from appliance.settings import Settings
@@ -30,12 +30,13 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = create_db_engine(settings)
+        writer_db = create_writer_engine(settings, db)
         redis = create_redis(settings)
         state = AppState(
             settings=settings,
             db=db,
             redis=redis,
-            writer=create_sessionmaker(db),
+            writer=create_sessionmaker(writer_db),
             reader=create_sessionmaker(db, read_only=True),
         )
         app.state.wapp = state
@@ -48,6 +49,8 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.webhooks.stop()
             await consumer.stop()
             await redis.aclose()
+            if writer_db is not db:
+                await writer_db.dispose()
             await db.dispose()
 
     app = FastAPI(

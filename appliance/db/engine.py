@@ -92,6 +92,22 @@ def _sqlite_discipline(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def create_writer_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
+    """The engine write transactions go through.
+
+    SQLite allows one writer at a time. Writers on several pooled connections contend in
+    SQLite's busy handler, which sleeps 1 ms, 2 ms, 5 ms ... up to 100 ms between tries:
+    under load nearly all the time goes to those sleeps. One connection for writers makes
+    them queue in asyncio instead, where the next one starts the moment the last commits.
+    Postgres needs nothing of the sort: the shared engine is returned.
+    """
+    if not is_sqlite(engine):
+        return engine
+    writer = create_async_engine(engine.url, pool_size=1, max_overflow=0)
+    _sqlite_discipline(writer, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
+    return writer
+
+
 def reader(engine: AsyncEngine) -> AsyncEngine:
     """The same engine and pool, but SQLite transactions begin DEFERRED (no write lock).
 
