@@ -20,7 +20,8 @@ from appliance.contracts import (
     SessionStateEvent,
     SessionStatePayload,
 )
-from appliance.db.models import Message, MessageStatusEvent as StatusRow, ProcessedEvent, Session
+from appliance.db.models import Message, ProcessedEvent, Session
+from appliance.db.models import MessageStatusEvent as StatusRow
 from appliance.events import ephemeral
 from appliance.events.consumer import EventConsumer
 from appliance.redis_keys import API_CONSUMER_GROUP, EVENTS_STREAM

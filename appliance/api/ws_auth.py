@@ -19,10 +19,14 @@ async def authenticate_ws(websocket: WebSocket, state: AppState) -> Principal:
     await throttle.ensure_not_blocked(state.redis, address, limit=limits.auth_failure_limit)
     header = websocket.headers.get("authorization", "")
     presented = (
-        header[len("Bearer ") :] if header.startswith("Bearer ") else None
-    ) or websocket.headers.get("x-api-key") or websocket.query_params.get("apiKey")
+        (header[len("Bearer ") :] if header.startswith("Bearer ") else None)
+        or websocket.headers.get("x-api-key")
+        or websocket.query_params.get("apiKey")
+    )
     if not presented:
-        raise Unauthorized("missing API key: `Authorization: Bearer ...`, `X-Api-Key` or `?apiKey=`")
+        raise Unauthorized(
+            "missing API key: `Authorization: Bearer ...`, `X-Api-Key` or `?apiKey=`"
+        )
     try:
         key = await api_keys.authenticate(state.reader, presented)
     except Unauthorized:

@@ -74,12 +74,17 @@ async def _message_status(db: AsyncSession, event: MessageStatusEvent) -> None:
     if message is None or message.direction != "out":
         log.warning("status for an unknown message", extra={"message_id": str(p.message_id)})
         return
-    detail = {k: v for k, v in {"code": p.code, "reason": p.reason, "recipient": p.recipient}.items() if v}
+    detail = {
+        k: v for k, v in {"code": p.code, "reason": p.reason, "recipient": p.recipient}.items() if v
+    }
     await insert_or_ignore(
         db,
         StatusRow(
-            message_id=message.id, status=p.status, at=event.timestamp,
-            trace_id=event.trace_id, detail=detail or None,
+            message_id=message.id,
+            status=p.status,
+            at=event.timestamp,
+            trace_id=event.trace_id,
+            detail=detail or None,
         ),
     )
     if p.wa_id and not message.wa_id:
@@ -99,10 +104,17 @@ async def _message_received(db: AsyncSession, event: MessageReceivedEvent, row: 
     await insert_or_ignore(
         db,
         Message(
-            session_id=row.id, direction="in", kind=p.kind, chat=p.chat,
-            sender_pn=p.from_pn, sender_lid=p.from_lid,
-            payload=p.model_dump(mode="json"), status="received", wa_id=p.wa_id,
-            sent_at=p.sent_at, trace_id=event.trace_id,
+            session_id=row.id,
+            direction="in",
+            kind=p.kind,
+            chat=p.chat,
+            sender_pn=p.from_pn,
+            sender_lid=p.from_lid,
+            payload=p.model_dump(mode="json"),
+            status="received",
+            wa_id=p.wa_id,
+            sent_at=p.sent_at,
+            trace_id=event.trace_id,
         ),
     )
 
@@ -118,7 +130,10 @@ async def _command_rejected(db: AsyncSession, event: CommandRejectedEvent) -> No
     await insert_or_ignore(
         db,
         StatusRow(
-            message_id=message.id, status="failed", at=event.timestamp, trace_id=event.trace_id,
+            message_id=message.id,
+            status="failed",
+            at=event.timestamp,
+            trace_id=event.trace_id,
             detail={"code": p.code, "reason": p.reason},
         ),
     )

@@ -11,6 +11,7 @@ handled by one of them. Entries a dead consumer left pending are claimed after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -91,11 +92,16 @@ class EventConsumer:
                     continue
                 token = trace_id_var.set(event.trace_id)
                 try:
-                    marked = ProcessedEvent(event_id=str(event.id), event_type=event.type, stream_id=sid)
+                    marked = ProcessedEvent(
+                        event_id=str(event.id), event_type=event.type, stream_id=sid
+                    )
                     if await insert_or_ignore(db, marked):
                         applied = await apply_event(db, event)
                         await enqueue_deliveries(
-                            db, event, owner_key_id=applied.owner_key_id, session_id=applied.session_id
+                            db,
+                            event,
+                            owner_key_id=applied.owner_key_id,
+                            session_id=applied.session_id,
                         )
                 finally:
                     trace_id_var.reset(token)
@@ -138,8 +144,11 @@ class EventConsumer:
 
     async def read_once(self, block_ms: int | None = None) -> int:
         response = await self.redis.xreadgroup(
-            API_CONSUMER_GROUP, self.name, {EVENTS_STREAM: ">"},
-            count=self.batch, block=self.block_ms if block_ms is None else block_ms,
+            API_CONSUMER_GROUP,
+            self.name,
+            {EVENTS_STREAM: ">"},
+            count=self.batch,
+            block=self.block_ms if block_ms is None else block_ms,
         )
         handled = 0
         for _stream, raw_entries in response or []:
@@ -150,8 +159,12 @@ class EventConsumer:
         handled, cursor = 0, "0-0"
         while True:
             cursor_raw, raw_entries, *_ = await self.redis.xautoclaim(
-                EVENTS_STREAM, API_CONSUMER_GROUP, self.name, self.claim_idle_ms,
-                start_id=cursor, count=self.batch,
+                EVENTS_STREAM,
+                API_CONSUMER_GROUP,
+                self.name,
+                self.claim_idle_ms,
+                start_id=cursor,
+                count=self.batch,
             )
             handled += await self.handle(raw_entries)
             cursor = cursor_raw.decode() if isinstance(cursor_raw, bytes) else str(cursor_raw)
@@ -184,8 +197,6 @@ class EventConsumer:
         self._stopping.set()
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
