@@ -309,6 +309,15 @@ async function engineRun(n, runIndex) {
 	const lostSends = sends.filter(s => !delivered.has(s.payload.wa_id)).length
 	const lostReceives = inboundIds.filter(id => !ev.receivedIds.has(id)).length
 	const reconnects = ev.get('state:reconnecting') - reconnectsBefore + ev.get('state:failed')
+	// What the engine warned about (lag-guard pauses, send retries), by message.
+	const warned = new Map()
+	for (const l of engineLines) {
+		try {
+			const { level, msg } = JSON.parse(l)
+			if (level === 'warn' || level === 'error') warned.set(msg, (warned.get(msg) ?? 0) + 1)
+		} catch {}
+	}
+	if (warned.size > 0) log(`N=${n}: engine warnings: ${[...warned.entries()].map(([m, c]) => `${c}x ${m}`).join('; ')}`)
 	engine.kill('SIGTERM')
 	await new Promise(r => (engine.exitCode !== null ? r() : engine.once('exit', r)))
 	const result = {
