@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -204,10 +205,16 @@ async def test_a_dead_letter_is_replayed_with_the_same_webhook_id(
         assert replayed.json() == {"requeued": 1}
         await wait_for(lambda: len(receiver.received) == 1)
         assert receiver.received[0].headers["webhook-id"] == str(event.id)
-        # A delivered event is re-sent on request too, still with its id.
-        await client.post(
+        # A delivered event is re-sent on request too, still with its id (a pending one
+        # is left alone: wait until the first replay is recorded as delivered).
+        for _ in range(100):
+            if await status() == "delivered":
+                break
+            await asyncio.sleep(0.05)
+        again = await client.post(
             f"/v1/webhooks/{hook['id']}/replay", params={"since": since}, headers=auth(admin_key)
         )
+        assert again.json() == {"requeued": 1}
         await wait_for(lambda: len(receiver.received) == 2)
         assert receiver.received[1].headers["webhook-id"] == str(event.id)
 
@@ -474,3 +481,27 @@ def test_retry_after_is_read_in_seconds(value: str | None, expected: float | Non
     from appliance.webhooks.dispatcher import retry_after_s
 
     assert retry_after_s(value, datetime.now(UTC)) == expected
+
+
+async def test_an_event_on_the_redis_stream_reaches_the_endpoints_of_its_session(
+    wh_client: httpx.AsyncClient,
+    receiver: Receiver,
+    tenant_key: str,
+    redis: Any,
+    db_sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """The real path: engine event on `wapp:events` -> consumer -> outbox -> dispatcher."""
+    from appliance.redis_keys import EVENTS_STREAM
+
+    await add_session(db_sessionmaker, "s1", key_id(tenant_key))
+    hook = await _create(wh_client, tenant_key, url=receiver.url, session="s1")
+    event = state_event("s1", "connected")
+    await redis.xadd(EVENTS_STREAM, {"data": event.model_dump_json()})
+    await redis.xadd(EVENTS_STREAM, {"data": event.model_dump_json()})  # redelivered: once
+    await wait_for(lambda: len(receiver.received) == 1)
+    payload = StandardWebhook(hook["secret"]).verify(
+        receiver.received[0].body, receiver.received[0].headers
+    )
+    assert (payload["id"], payload["session"]) == (str(event.id), "s1")
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == 1
