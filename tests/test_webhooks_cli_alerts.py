@@ -160,3 +160,59 @@ async def test_alerts_run_in_the_api_when_configured(
             )
         await wait_for(lambda: len(receiver.received) == 1, 10)
     assert receiver.received[0].json["type"] == "alert.session.logged_out"
+
+
+async def test_alerts_are_also_emailed_when_smtp_is_configured(
+    make_settings: MakeSettings,
+    database_url: str,
+    db_engine: AsyncEngine,
+    redis: aioredis.Redis,
+) -> None:
+    """A real SMTP conversation with a minimal server on 127.0.0.1."""
+    from appliance.webhooks.alerts import Alerter, engine_recycled
+
+    mails: list[bytes] = []
+
+    async def smtp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 test ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                writer.write(b"250 test\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go on\r\n")
+                await writer.drain()
+                body = b""
+                while (chunk := await reader.readline()) != b".\r\n":
+                    body += chunk
+                mails.append(body)
+                writer.write(b"250 queued\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(smtp, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        settings = make_settings(
+            database={"url": database_url},
+            webhooks={
+                "alert_email_to": "ops@example.com",
+                "smtp_host": "127.0.0.1",
+                "smtp_port": port,
+                "smtp_starttls": False,
+            },
+        )
+        alerter = Alerter(settings.webhooks, create_sessionmaker(db_engine), redis)
+        assert await engine_recycled(alerter, reason="rss over budget") == 1
+    finally:
+        server.close()
+        await server.wait_closed()
+    [mail] = mails
+    assert b"To: ops@example.com" in mail
+    assert b"engine recycled: rss over budget" in mail
