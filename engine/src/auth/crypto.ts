@@ -8,7 +8,7 @@
  * field or session does not decrypt. `wapp keys rotate-master` (Python) re-wraps the
  * `dek` field only: unwrap with the old master key, wrap with the new, same AAD.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from 'node:crypto'
 import { readFileSync, statSync } from 'node:fs'
 
 export const KEY_BYTES = 32
@@ -37,21 +37,43 @@ export function loadMasterKey(file: string): Buffer {
 	return key
 }
 
-export function seal(key: Buffer, plaintext: Buffer, aad: string): Buffer {
+/**
+ * A key as seal/open take it: raw bytes, or a `KeyObject` made once by `secretKey`. The
+ * KeyObject is the fast path: given raw bytes, every cipher call imports the key again
+ * (the `crypto/keys` slots of the send-burst profile, docs/benchmarks.md).
+ */
+export type SealKey = Buffer | KeyObject
+
+/** Import a 32-byte key once, for many seal/open calls. */
+export function secretKey(key: Buffer): KeyObject {
+	if (key.length !== KEY_BYTES) throw new Error(`a data key has ${KEY_BYTES} bytes, not ${key.length}`)
+	return createSecretKey(key)
+}
+
+export function seal(key: SealKey, plaintext: Buffer, aad: string): Buffer {
 	const iv = randomBytes(IV_BYTES)
 	const cipher = createCipheriv('aes-256-gcm', key, iv)
 	cipher.setAAD(Buffer.from(aad, 'utf8'))
-	const body = Buffer.concat([cipher.update(plaintext), cipher.final()])
-	return Buffer.concat([iv, cipher.getAuthTag(), body])
+	const head = cipher.update(plaintext)
+	const tail = cipher.final()
+	// One allocation: IV || tag || ciphertext (the format every stored value has).
+	const out = Buffer.allocUnsafe(IV_BYTES + TAG_BYTES + head.length + tail.length)
+	iv.copy(out, 0)
+	cipher.getAuthTag().copy(out, IV_BYTES)
+	head.copy(out, IV_BYTES + TAG_BYTES)
+	tail.copy(out, IV_BYTES + TAG_BYTES + head.length)
+	return out
 }
 
 /** Throws on a wrong key, a wrong place (AAD) or any tampering. */
-export function open(key: Buffer, sealed: Buffer, aad: string): Buffer {
+export function open(key: SealKey, sealed: Buffer, aad: string): Buffer {
 	if (sealed.length < IV_BYTES + TAG_BYTES) throw new Error('sealed value too short')
 	const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, IV_BYTES))
 	decipher.setAAD(Buffer.from(aad, 'utf8'))
 	decipher.setAuthTag(sealed.subarray(IV_BYTES, IV_BYTES + TAG_BYTES))
-	return Buffer.concat([decipher.update(sealed.subarray(IV_BYTES + TAG_BYTES)), decipher.final()])
+	const head = decipher.update(sealed.subarray(IV_BYTES + TAG_BYTES))
+	const tail = decipher.final()
+	return tail.length === 0 ? head : Buffer.concat([head, tail])
 }
 
 export function newDataKey(): Buffer {

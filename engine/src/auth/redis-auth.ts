@@ -11,11 +11,18 @@
  * Writes are batched per tick: every set queued in one turn of the event loop goes out in
  * one MULTI. Reads see queued writes at once. Hot keys (everything but pre-keys, which
  * are read once and deleted) are kept decrypted in the process-wide budgeted LRU.
+ *
+ * Per message this is the hottest code of the engine after Baileys (docs/benchmarks.md),
+ * so: the data key is imported once as a KeyObject; a value is serialised and sealed when
+ * its batch goes out, not on every set (a field set twice in a tick is sealed once); and a
+ * value equal to what this process last wrote or read for that field (a SHA-1 of its
+ * plaintext kept in the same LRU, never in Redis) is not written again.
  */
+import { hash, type KeyObject } from 'node:crypto'
 import { BufferJSON, initAuthCreds, proto, type AuthenticationCreds, type AuthenticationState, type SignalDataSet, type SignalDataTypeMap } from '@whiskeysockets/baileys'
 import type { Redis } from 'ioredis'
 import type { Logger } from '../log.js'
-import { newDataKey, open, seal } from './crypto.js'
+import { newDataKey, open, seal, secretKey } from './crypto.js'
 import type { BudgetLru } from './lru.js'
 
 type KeyType = keyof SignalDataTypeMap
@@ -35,14 +42,15 @@ export interface AuthStoreOptions {
 
 export class RedisAuthStore {
 	readonly state: AuthenticationState
-	private readonly pending = new Map<string, { sealed: Buffer | null; plain: unknown }>()
+	/** Queued writes: the value (null: delete) and its key type (none for creds). */
+	private readonly pending = new Map<string, { plain: unknown; type: KeyType | undefined }>()
 	private flushing: Promise<void> | undefined
 	private tickFlush: Promise<void> | undefined
 	private closed = false
 
 	private constructor(
 		private readonly o: AuthStoreOptions,
-		private readonly dataKey: Buffer,
+		private readonly dataKey: KeyObject,
 		creds: AuthenticationCreds,
 	) {
 		this.state = {
@@ -64,17 +72,26 @@ export class RedisAuthStore {
 			wrapped = await o.redis.hgetBuffer(o.key, 'dek')
 			if (wrapped === null) throw new Error(`${o.key}: data key vanished while it was created`)
 		}
-		let dataKey: Buffer
+		let dataKey: KeyObject
 		try {
-			dataKey = open(o.masterKey, wrapped, dekAad)
+			dataKey = secretKey(open(o.masterKey, wrapped, dekAad))
 		} catch {
 			// The one way this happens without tampering: another master key file than the
 			// one the state was written with.
 			throw new Error(`${o.key}: the stored data key does not unwrap with this master key (a different master key file?)`)
 		}
 		const sealedCreds = await o.redis.hgetBuffer(o.key, 'creds')
-		const creds = sealedCreds === null ? initAuthCreds() : (parse(open(dataKey, sealedCreds, `${o.key}:creds`)) as AuthenticationCreds)
-		return new RedisAuthStore(o, dataKey, creds)
+		let creds: AuthenticationCreds
+		let credsDigest: string | undefined
+		if (sealedCreds === null) creds = initAuthCreds()
+		else {
+			const plaintext = open(dataKey, sealedCreds, `${o.key}:creds`)
+			creds = parse(plaintext) as AuthenticationCreds
+			credsDigest = digestOf(plaintext)
+		}
+		const store = new RedisAuthStore(o, dataKey, creds)
+		if (credsDigest !== undefined) store.rememberDigest('creds', credsDigest)
+		return store
 	}
 
 	/** True once this session has paired (creds carry an account). */
@@ -115,6 +132,15 @@ export class RedisAuthStore {
 		return `${this.o.key}\0`
 	}
 
+	/** LRU key of the digest of what Redis holds for `field` (under the session's prefix). */
+	private digestKey(field: string): string {
+		return `${this.o.key}\0#${field}`
+	}
+
+	private rememberDigest(field: string, digest: string): void {
+		this.o.cache.set(this.digestKey(field), digest, 0, digest.length)
+	}
+
 	private async getKeys<T extends KeyType>(type: T, ids: string[]): Promise<{ [id: string]: SignalDataTypeMap[T] }> {
 		const out: { [id: string]: SignalDataTypeMap[T] } = {}
 		const missing: string[] = []
@@ -122,7 +148,7 @@ export class RedisAuthStore {
 			const field = keyField(type, id)
 			const queued = this.pending.get(field)
 			if (queued !== undefined) {
-				if (queued.plain !== null) out[id] = queued.plain as SignalDataTypeMap[T]
+				if (queued.plain !== null && queued.plain !== undefined) out[id] = queued.plain as SignalDataTypeMap[T]
 				continue
 			}
 			const cached = this.o.cache.get(this.cachePrefix + field)
@@ -140,7 +166,10 @@ export class RedisAuthStore {
 			// Stored as plain JSON; Baileys wants the protobuf object back (as its file store does).
 			if (type === 'app-state-sync-key' && value) value = proto.Message.AppStateSyncKeyData.fromObject(value as object)
 			out[id] = value as SignalDataTypeMap[T]
-			if (!UNCACHED.has(type)) this.o.cache.set(this.cachePrefix + fields[i], value, 0, plaintext.length)
+			if (!UNCACHED.has(type)) {
+				this.o.cache.set(this.cachePrefix + fields[i], value, 0, plaintext.length)
+				this.rememberDigest(fields[i]!, digestOf(plaintext))
+			}
 		})
 		return out
 	}
@@ -157,15 +186,13 @@ export class RedisAuthStore {
 			this.o.log.debug({ field }, 'auth write after close dropped')
 			return
 		}
-		const cacheKey = this.cachePrefix + field
 		if (value === null) {
-			this.pending.set(field, { sealed: null, plain: null })
-			this.o.cache.delete(cacheKey)
-			return
+			this.o.cache.delete(this.cachePrefix + field)
+			this.o.cache.delete(this.digestKey(field))
 		}
-		const plaintext = Buffer.from(JSON.stringify(value, BufferJSON.replacer), 'utf8')
-		this.pending.set(field, { sealed: seal(this.dataKey, plaintext, `${this.o.key}:${field}`), plain: value })
-		if (type !== undefined && !UNCACHED.has(type)) this.o.cache.set(cacheKey, value, 0, plaintext.length)
+		// Serialised and sealed in writeOut: a field set again in this tick is sealed once.
+		// Reads see the queued value meanwhile (getKeys looks at `pending` first).
+		this.pending.set(field, { plain: value, type })
 	}
 
 	// One flush per tick: every set queued in this turn of the loop shares one MULTI.
@@ -182,13 +209,30 @@ export class RedisAuthStore {
 	private writeOut(): Promise<void> {
 		const batch = [...this.pending.entries()]
 		this.pending.clear()
-		const multi = this.o.redis.multi()
 		const sets: (string | Buffer)[] = []
 		const dels: string[] = []
-		for (const [field, { sealed }] of batch) {
-			if (sealed === null) dels.push(field)
-			else sets.push(field, sealed)
+		const written: [field: string, digest: string][] = []
+		for (const [field, { plain, type }] of batch) {
+			if (plain === null) {
+				dels.push(field)
+				continue
+			}
+			const plaintext = Buffer.from(JSON.stringify(plain, BufferJSON.replacer), 'utf8')
+			const cached = type === undefined || !UNCACHED.has(type)
+			if (type !== undefined && cached) this.o.cache.set(this.cachePrefix + field, plain, 0, plaintext.length)
+			let digest: string | undefined
+			if (cached) {
+				digest = digestOf(plaintext)
+				// Redis already holds exactly this value (we wrote or read it): nothing to send.
+				if (this.o.cache.get(this.digestKey(field)) === digest) continue
+				written.push([field, digest])
+			}
+			// Unknown until the MULTI is known to have landed (a failed exec may have).
+			this.o.cache.delete(this.digestKey(field))
+			sets.push(field, seal(this.dataKey, plaintext, `${this.o.key}:${field}`))
 		}
+		if (sets.length === 0 && dels.length === 0) return Promise.resolve()
+		const multi = this.o.redis.multi()
 		if (sets.length > 0) multi.hset(this.o.key, ...sets)
 		if (dels.length > 0) multi.hdel(this.o.key, ...dels)
 		this.flushing = multi
@@ -196,6 +240,8 @@ export class RedisAuthStore {
 			.then(results => {
 				const failed = results?.find(([err]) => err !== null)
 				if (failed) throw failed[0]
+				// Only now is it what Redis holds (unless cleared meanwhile).
+				if (!this.closed) for (const [field, digest] of written) this.rememberDigest(field, digest)
 			})
 			.catch(err => {
 				// Put back what did not land, unless newer values were queued meanwhile.
@@ -215,4 +261,9 @@ function keyField(type: string, id: string): string {
 
 function parse(plaintext: Buffer): unknown {
 	return JSON.parse(plaintext.toString('utf8'), BufferJSON.reviver)
+}
+
+/** Which value a field holds, to skip rewriting an unchanged one; in process memory only. */
+function digestOf(plaintext: Buffer): string {
+	return hash('sha1', plaintext, 'base64')
 }
