@@ -7,3 +7,16 @@ pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.api",
 ]
+
+
+import pytest  # noqa: E402
+
+from appliance.auth import key_cache  # noqa: E402
+from appliance.services import session_cache  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_row_caches() -> None:
+    """Each test starts with no cached key or session rows (they live per process)."""
+    key_cache.clear()
+    session_cache.clear()

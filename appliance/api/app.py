@@ -14,6 +14,8 @@ from appliance.api.state import AppState
 from appliance.db.engine import create_db_engine, create_sessionmaker, create_writer_engine
 from appliance.events.consumer import EventConsumer
 from appliance.redis_client import create_redis
+from appliance.services import commands
+from appliance.services.send_batcher import SendBatcher
 from appliance.settings import Settings
 from appliance.webhooks.runtime import WebhooksRuntime
 
@@ -39,6 +41,8 @@ def create_app(settings: Settings) -> FastAPI:
             writer=create_sessionmaker(writer_db),
             reader=create_sessionmaker(db, read_only=True),
         )
+        state.sends = SendBatcher(state.writer, redis, stream_maxlen=commands.STREAM_MAXLEN)
+        state.sends.start()
         app.state.wapp = state
         consumer = EventConsumer(redis=redis, writer=state.writer)
         consumer.start()
@@ -48,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await app.state.webhooks.stop()
             await consumer.stop()
+            await state.sends.stop()
             await redis.aclose()
             if writer_db is not db:
                 await writer_db.dispose()

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from appliance.services.send_batcher import SendBatcher
 from appliance.settings import Settings
 
 
@@ -20,6 +21,8 @@ class AppState:
     # Transactions that may write (SQLite: BEGIN IMMEDIATE) and read-only ones (DEFERRED).
     writer: async_sessionmaker[AsyncSession]
     reader: async_sessionmaker[AsyncSession]
+    # Group commit for message sends; None: each send commits alone.
+    sends: SendBatcher | None = None
 
 
 def get_state(request: Request) -> AppState:
@@ -27,4 +30,10 @@ def get_state(request: Request) -> AppState:
     return state
 
 
-StateDep = Annotated[AppState, Depends(get_state)]
+async def _state_dependency(request: Request) -> AppState:
+    # async on purpose: FastAPI runs a sync dependency in a worker thread, which would be
+    # a thread hop on every request.
+    return get_state(request)
+
+
+StateDep = Annotated[AppState, Depends(_state_dependency)]

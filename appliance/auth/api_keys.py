@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from appliance.auth import key_cache
 from appliance.db.models import ApiKey, ApiKeyRole
 from appliance.db.types import new_id, utcnow
 from appliance.errors import NotFound, Unauthorized
@@ -97,6 +98,7 @@ async def set_quotas(
             raise NotFound(f"no active API key {key_id}", details={"keyId": key_id})
         row.max_sessions = max_sessions
         row.messages_per_day = messages_per_day
+    key_cache.forget(key_id)
     return row
 
 
@@ -106,13 +108,19 @@ async def revoke_api_key(sessions: async_sessionmaker[AsyncSession], key_id: str
         if row is None or row.revoked_at is not None:
             raise NotFound(f"no active API key {key_id}", details={"keyId": key_id})
         row.revoked_at = utcnow()
+    key_cache.forget(key_id)
     return row
 
 
 async def authenticate(sessions: async_sessionmaker[AsyncSession], presented: str) -> ApiKey:
+    """The key's row; read from the database at most every `key_cache.TTL_S` seconds."""
     key_id, secret = parse(presented)
-    async with sessions() as db:
-        row = await db.get(ApiKey, key_id)
+    row = key_cache.get(key_id)
+    if row is None:
+        async with sessions() as db:
+            row = await db.get(ApiKey, key_id)
+        if row is not None:
+            key_cache.put(row)
     # Same answer for unknown, revoked and wrong secret: nothing to learn from it.
     if row is None or row.revoked_at is not None:
         raise Unauthorized("invalid API key")

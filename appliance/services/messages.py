@@ -28,9 +28,10 @@ from sqlmodel import col
 from appliance.api.auth import Principal
 from appliance.contracts import MessageRef, wa_message_id
 from appliance.db.models import ApiKey, Message, MessageStatusEvent, Session
-from appliance.db.types import utcnow
+from appliance.db.types import new_id, utcnow
 from appliance.errors import NotFound, RateLimited, ValidationFailed
 from appliance.services import commands, media, outgoing, sessions
+from appliance.services.send_batcher import PendingSend, SendBatcher
 from appliance.settings import Settings
 
 _QUOTA_TTL_S: Final = 2 * 86400
@@ -216,7 +217,11 @@ async def send(
     body: Body,
     upload: Upload | None = None,
     idempotency_key: str | None = None,
+    batcher: SendBatcher | None = None,
 ) -> Accepted:
+    """Validate, store, enqueue. With a `batcher`, the row commits with concurrent sends'
+    in one transaction and the command is XADDed with theirs; the answer still comes only
+    after both."""
     if upload is not None and not isinstance(body, outgoing.MediaBody):
         raise ValidationFailed(
             f"a {body.type} message takes no file",
@@ -269,9 +274,16 @@ async def send(
             payload=payload,
             command_id=message_id,
         )
-        message = await _insert(
-            writer, session, principal, body, command, message_id, idempotency_key, digest
-        )
+        if batcher is None:
+            message = await _insert(
+                writer, session, principal, body, command, message_id, idempotency_key, digest
+            )
+        else:
+            message, pending = _rows(
+                session, principal, body, command, message_id, idempotency_key, digest
+            )
+            if not await batcher.submit(pending):
+                message = None
     except BaseException:
         if counter is not None:
             await redis.decr(counter)
@@ -284,8 +296,54 @@ async def send(
         found = await _existing(reader, key_id, idempotency_key)
         assert found is not None
         return _replay(found, digest, idempotency_key)
-    await commands.enqueue(redis, command, upstream=session.upstream)
+    if batcher is None:
+        await commands.enqueue(redis, command, upstream=session.upstream)
     return Accepted(message=message, replayed=False)
+
+
+def _rows(
+    session: Session,
+    principal: Principal,
+    body: Body,
+    command: Any,
+    message_id: uuid.UUID,
+    idempotency_key: str | None,
+    digest: str,
+) -> tuple[Message, PendingSend]:
+    """The row to answer with, and the same row (with its timeline entry) for a batch."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "id": str(message_id),
+        "session_id": session.id,
+        "api_key_id": principal.key.id,
+        "direction": "out",
+        "kind": body.type,
+        "chat": body.to,
+        "payload": command.payload.model_dump(mode="json"),
+        "status": "queued",
+        "wa_id": wa_message_id(message_id),
+        "trace_id": command.trace_id,
+        "idempotency_key": idempotency_key,
+        "request_hash": digest,
+        "created_at": now,
+        "updated_at": now,
+    }
+    status = {
+        "id": new_id(),
+        "message_id": values["id"],
+        "status": "queued",
+        "at": now,
+        "trace_id": command.trace_id,
+        "detail": None,
+    }
+    pending = PendingSend(
+        message=values,
+        status=status,
+        stream=commands.stream_for(command, upstream=session.upstream),
+        data=command.model_dump_json(),
+        idempotent=idempotency_key is not None,
+    )
+    return Message(**values), pending
 
 
 async def _insert(

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Path, Query, Request, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
@@ -254,6 +254,7 @@ _SEND_OPENAPI: dict[str, Any] = {
 @router.post(
     "/sessions/{session}/messages",
     status_code=status.HTTP_202_ACCEPTED,
+    response_model=MessageAccepted,
     summary="Send a message (text, media, location, contact, reaction; replies and mentions)",
     openapi_extra=_SEND_OPENAPI,
     responses={
@@ -285,8 +286,8 @@ async def send_message(
             description="A retry with the same key and body returns the first answer",
         ),
     ] = None,
-) -> MessageAccepted:
-    row = await sessions.get(state.reader, principal, session)
+) -> Response:
+    row = await sessions.get_cached(state.reader, principal, session)
     async with _parsed(request, state.settings.media.max_bytes) as (body, upload):
         accepted = await messages.send(
             writer=state.writer,
@@ -298,8 +299,14 @@ async def send_message(
             body=body,
             upload=upload,
             idempotency_key=idempotency_key,
+            batcher=state.sends,
         )
-    return _accepted(accepted.message, row)
+    # Serialised here, once, rather than validated again by FastAPI's response model.
+    return Response(
+        _accepted(accepted.message, row).model_dump_json(by_alias=True),
+        status_code=status.HTTP_202_ACCEPTED,
+        media_type="application/json",
+    )
 
 
 @router.get("/messages/{message_id}", summary="A message with its status timeline")

@@ -1,0 +1,157 @@
+"""Group commit for sends: concurrent requests' rows go to the database in one transaction.
+
+A send hands its `messages` row, its `queued` timeline row and its command to
+`SendBatcher.submit` and waits. One task takes everything waiting (up to `max_batch`),
+inserts the rows with two multi-row Core INSERTs in one writer transaction, then XADDs
+the batch's commands in one Redis pipeline, and only then answers each waiter: a 202
+still means the row is committed and the command is in Redis.
+
+When a batch fails (an Idempotency-Key taken, by another batch or by a twin in this
+one), each of its sends is retried alone, in its own transaction, as a send without
+batching would be: one failing row costs the others a retry, never their message. A
+send whose Idempotency-Key is taken is answered `False` (the caller replays the first
+answer); any other error reaches that send's caller only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from appliance.db.models import Message, MessageStatusEvent
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH: Final = 256
+_MESSAGES = Message.__table__  # type: ignore[attr-defined]
+_STATUSES = MessageStatusEvent.__table__  # type: ignore[attr-defined]
+
+
+@dataclass
+class PendingSend:
+    """One send: its rows (column -> value), and the command to XADD once they commit."""
+
+    message: dict[str, Any]
+    status: dict[str, Any]
+    stream: str
+    data: str
+    idempotent: bool
+    future: asyncio.Future[bool] = field(init=False)
+
+
+class SendBatcher:
+    def __init__(
+        self,
+        writer: async_sessionmaker[AsyncSession],
+        redis: aioredis.Redis,
+        *,
+        max_batch: int = MAX_BATCH,
+        stream_maxlen: int = 100_000,
+    ) -> None:
+        self._writer = writer
+        self._redis = redis
+        self._max_batch = max_batch
+        self._maxlen = stream_maxlen
+        self._queue: asyncio.Queue[PendingSend] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="wapp-send-batcher")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        await self._queue.join()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def submit(self, item: PendingSend) -> bool:
+        """True once committed and XADDed; False when the Idempotency-Key was taken."""
+        if self._task is None:
+            raise RuntimeError("the send batcher is not running")
+        item.future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(item)
+        # Shielded: a client that goes away must not cancel a commit others share; its
+        # row is committed and enqueued all the same, as it would be without batching.
+        return await asyncio.shield(item.future)
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._flush(batch)
+            except BaseException as exc:  # every waiter must hear
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _flush(self, batch: list[PendingSend]) -> None:
+        try:
+            await self._insert(batch)
+        except Exception:
+            if len(batch) == 1:
+                await self._settle_alone(batch[0])
+                return
+            for item in batch:
+                await self._settle_alone(item)
+            return
+        await self._xadd(batch)
+        for item in batch:
+            if not item.future.done():
+                item.future.set_result(True)
+
+    async def _settle_alone(self, item: PendingSend) -> None:
+        """One send in its own transaction: the batch it came in failed."""
+        try:
+            await self._insert([item])
+        except IntegrityError as exc:
+            if item.idempotent:
+                item.future.set_result(False)
+            else:
+                item.future.set_exception(exc)
+            return
+        except Exception as exc:  # it belongs to this send's caller
+            item.future.set_exception(exc)
+            return
+        try:
+            await self._xadd([item])
+        except Exception as exc:
+            item.future.set_exception(exc)
+            return
+        item.future.set_result(True)
+
+    async def _insert(self, batch: list[PendingSend]) -> None:
+        async with self._writer() as db, db.begin():
+            await db.execute(_MESSAGES.insert(), [item.message for item in batch])
+            await db.execute(_STATUSES.insert(), [item.status for item in batch])
+
+    async def _xadd(self, batch: list[PendingSend]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for item in batch:
+            pipe.xadd(item.stream, {"data": item.data}, maxlen=self._maxlen, approximate=True)
+        results = await pipe.execute(raise_on_error=False)
+        failed = [r for r in results if isinstance(r, Exception)]
+        if not failed:
+            return
+        # Rows are committed; only the sends whose XADD failed hear about it.
+        for item, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception) and not item.future.done():
+                item.future.set_exception(result)
