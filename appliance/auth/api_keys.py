@@ -117,10 +117,15 @@ async def authenticate(sessions: async_sessionmaker[AsyncSession], presented: st
     key_id, secret = parse(presented)
     row = key_cache.get(key_id)
     if row is None:
-        async with sessions() as db:
-            row = await db.get(ApiKey, key_id)
-        if row is not None:
-            key_cache.put(row)
+
+        async def read() -> ApiKey | None:
+            async with sessions() as db:
+                found = await db.get(ApiKey, key_id)
+            if found is not None:
+                key_cache.put(found)
+            return found
+
+        row = await key_cache.loads.run((id(sessions), key_id), read)
     # Same answer for unknown, revoked and wrong secret: nothing to learn from it.
     if row is None or row.revoked_at is not None:
         raise Unauthorized("invalid API key")

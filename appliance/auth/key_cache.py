@@ -12,12 +12,15 @@ from __future__ import annotations
 import time
 from typing import Final
 
+from appliance.auth.single_flight import SingleFlight
 from appliance.db.models import ApiKey
 
 TTL_S: Final = 5.0
 _MAX_ENTRIES: Final = 10_000
 
 _rows: dict[str, tuple[float, ApiKey]] = {}
+# When an entry expires under load, one read refills it for every request waiting.
+loads: SingleFlight[ApiKey | None] = SingleFlight()
 
 
 def get(key_id: str) -> ApiKey | None:

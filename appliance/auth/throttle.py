@@ -1,12 +1,14 @@
 """Slow down guessing: repeated bad API keys from one address answer 429 for a while.
 
 A fixed window per address in Redis (INCR + EXPIRE), shared by every api worker.
+Concurrent checks of one address share one GET (`SingleFlight`).
 """
 
 from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from appliance.auth.single_flight import SingleFlight
 from appliance.errors import RateLimited
 
 
@@ -14,8 +16,13 @@ def _key(address: str) -> str:
     return f"wapp:authfail:{address}"
 
 
+# Requests from one address check it together: one GET answers all that arrive meanwhile.
+_reads: SingleFlight[bytes | str | None] = SingleFlight()
+
+
 async def ensure_not_blocked(redis: aioredis.Redis, address: str, *, limit: int) -> None:
-    failures = await redis.get(_key(address))
+    key = _key(address)
+    failures = await _reads.run((id(redis), key), lambda: redis.get(key))
     if failures is not None and int(failures) >= limit:
         ttl = await redis.ttl(_key(address))
         raise RateLimited(

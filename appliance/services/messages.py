@@ -57,8 +57,18 @@ class Upload:
 
 
 @dataclass(frozen=True)
+class AcceptedRow:
+    """What a 202 tells of a message just queued (a batched send builds no ORM row)."""
+
+    id: str
+    wa_id: str | None
+    created_at: datetime
+    trace_id: str | None
+
+
+@dataclass(frozen=True)
 class Accepted:
-    message: Message
+    message: Message | AcceptedRow
     replayed: bool
 
 
@@ -248,6 +258,7 @@ async def send(
             blob.path.unlink(missing_ok=True)
         raise
     counter = await take_quota(redis, principal.key)
+    message: Message | AcceptedRow | None
     try:
         if isinstance(body, outgoing.MediaBody) and blob is None:
             blob = await _media_blob(body, None, settings, message_id)
@@ -309,8 +320,8 @@ def _rows(
     message_id: uuid.UUID,
     idempotency_key: str | None,
     digest: str,
-) -> tuple[Message, PendingSend]:
-    """The row to answer with, and the same row (with its timeline entry) for a batch."""
+) -> tuple[AcceptedRow, PendingSend]:
+    """What to answer with, and the row (with its timeline entry) for a batch."""
     now = utcnow()
     values: dict[str, Any] = {
         "id": str(message_id),
@@ -343,7 +354,10 @@ def _rows(
         data=command.model_dump_json(),
         idempotent=idempotency_key is not None,
     )
-    return Message(**values), pending
+    answer = AcceptedRow(
+        id=values["id"], wa_id=values["wa_id"], created_at=now, trace_id=command.trace_id
+    )
+    return answer, pending
 
 
 async def _insert(

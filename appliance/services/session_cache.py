@@ -16,12 +16,15 @@ from typing import Any, Final
 
 from sqlalchemy import event, orm
 
+from appliance.auth.single_flight import SingleFlight
 from appliance.db.models import Session
 
 TTL_S: Final = 1.0
 _MAX_ENTRIES: Final = 10_000
 
 _rows: dict[str, tuple[float, Session]] = {}
+# When an entry expires under load, one read refills it for every request waiting.
+loads: SingleFlight[Session | None] = SingleFlight()
 
 
 def get(ref: str) -> Session | None:

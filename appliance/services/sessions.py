@@ -116,11 +116,18 @@ async def get_cached(
     """
     row = session_cache.get(ref)
     if row is None:
-        query = sa.select(Session).where(sa.or_(col(Session.id) == ref, col(Session.name) == ref))
-        async with sessions() as db:
-            row = (await db.scalars(query)).first()
-        if row is not None:
-            session_cache.put(ref, row)
+
+        async def read() -> Session | None:
+            query = sa.select(Session).where(
+                sa.or_(col(Session.id) == ref, col(Session.name) == ref)
+            )
+            async with sessions() as db:
+                found = (await db.scalars(query)).first()
+            if found is not None:
+                session_cache.put(ref, found)
+            return found
+
+        row = await session_cache.loads.run((id(sessions), ref), read)
     if row is None or not principal.can_see(row.owner_key_id):
         raise NotFound(f"no session {ref}", details={"session": ref})
     return row

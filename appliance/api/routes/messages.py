@@ -143,7 +143,7 @@ class Queued(ApiModel):
     queued: int = Field(description="How many items the engine was asked to handle")
 
 
-def _accepted(row: Message, session: Session) -> MessageAccepted:
+def _accepted(row: Message | messages.AcceptedRow, session: Session) -> MessageAccepted:
     assert row.wa_id is not None  # outbound rows get their WhatsApp id at creation
     return MessageAccepted(
         id=row.id,
