@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from appliance.api.errors import install_error_handlers
+from appliance.api.fast_send import FastSendMiddleware
 from appliance.api.middleware import TraceMiddleware
 from appliance.api.routes import events, health, keys, media, messages, sandbox, sessions, webhooks
 from appliance.api.state import AppState
@@ -67,6 +68,8 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
+    # Added first, so it runs inside TraceMiddleware (trace id, the request's log line).
+    app.add_middleware(FastSendMiddleware)
     app.add_middleware(TraceMiddleware)
     app.include_router(health.router)
     app.include_router(keys.router)

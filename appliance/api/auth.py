@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from appliance.api.state import StateDep
+from appliance.api.state import AppState, StateDep
 from appliance.auth import api_keys, throttle
 from appliance.db.models import ApiKey
 from appliance.errors import Forbidden, Unauthorized
@@ -44,10 +44,14 @@ async def authenticate(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header_key: Annotated[str | None, Depends(_header)],
 ) -> Principal:
-    address = _client_address(request)
+    presented = bearer.credentials if bearer is not None else header_key
+    return await principal_for(state, _client_address(request), presented)
+
+
+async def principal_for(state: AppState, address: str, presented: str | None) -> Principal:
+    """The throttle, then the key: what `authenticate` does once the headers are read."""
     limits = state.settings.api
     await throttle.ensure_not_blocked(state.redis, address, limit=limits.auth_failure_limit)
-    presented = bearer.credentials if bearer is not None else header_key
     if not presented:
         raise Unauthorized("missing API key: send `Authorization: Bearer wapp_...` or `X-Api-Key`")
     try:

@@ -70,6 +70,10 @@ async def _on_wapp_error(_: Request, exc: Exception) -> OrjsonResponse:
 
 async def _on_validation_error(_: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, RequestValidationError)
+    return validation_response(exc)
+
+
+def validation_response(exc: RequestValidationError) -> OrjsonResponse:
     fields = _validation_details(exc)
     first = fields[0] if fields else {"field": "request", "message": "invalid"}
     return error_response(

@@ -28,7 +28,7 @@ _ERR = {"model": ErrorResponse}
 router = APIRouter(prefix="/v1", tags=["messages"], responses={401: _ERR, 404: _ERR, 422: _ERR})
 
 SessionRef = Annotated[str, Path(description="The session's id or its name", examples=["sales-1"])]
-_BODY: TypeAdapter[Any] = TypeAdapter(outgoing.OutgoingMessage)
+BODY: TypeAdapter[Any] = TypeAdapter(outgoing.OutgoingMessage)
 _UPLOAD_CHUNK = 64 * 1024
 # Multipart overhead (boundaries, the `message` part) allowed above the media limit.
 _MULTIPART_SLACK = 256 * 1024
@@ -143,7 +143,7 @@ class Queued(ApiModel):
     queued: int = Field(description="How many items the engine was asked to handle")
 
 
-def _accepted(row: Message | messages.AcceptedRow, session: Session) -> MessageAccepted:
+def accepted_body(row: Message | messages.AcceptedRow, session: Session) -> MessageAccepted:
     assert row.wa_id is not None  # outbound rows get their WhatsApp id at creation
     return MessageAccepted(
         id=row.id,
@@ -154,7 +154,7 @@ def _accepted(row: Message | messages.AcceptedRow, session: Session) -> MessageA
     )
 
 
-def _body_error(exc: ValidationError, prefix: str) -> RequestValidationError:
+def body_error(exc: ValidationError, prefix: str) -> RequestValidationError:
     return RequestValidationError(
         [{**e, "loc": (prefix, *e["loc"])} for e in exc.errors(include_url=False)]
     )
@@ -173,9 +173,9 @@ async def _parsed(
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         try:
-            body = _BODY.validate_json(await request.body())
+            body = BODY.validate_json(await request.body())
         except ValidationError as exc:
-            raise _body_error(exc, "body") from exc
+            raise body_error(exc, "body") from exc
         yield body, None
         return
     declared = request.headers.get("content-length", "")
@@ -194,9 +194,9 @@ async def _parsed(
                 details={"fields": [{"field": "message", "message": "required"}]},
             )
         try:
-            body = _BODY.validate_json(raw)
+            body = BODY.validate_json(raw)
         except ValidationError as exc:
-            raise _body_error(exc, "message") from exc
+            raise body_error(exc, "message") from exc
         upload = None
         if isinstance(file, UploadFile):
             upload = messages.Upload(
@@ -222,7 +222,7 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
     return schema
 
 
-_BODY_SCHEMA = _BODY.json_schema(by_alias=True)
+_BODY_SCHEMA = BODY.json_schema(by_alias=True)
 _SEND_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -303,7 +303,7 @@ async def send_message(
         )
     # Serialised here, once, rather than validated again by FastAPI's response model.
     return Response(
-        _accepted(accepted.message, row).model_dump_json(by_alias=True),
+        accepted_body(accepted.message, row).model_dump_json(by_alias=True),
         status_code=status.HTTP_202_ACCEPTED,
         media_type="application/json",
     )
