@@ -1,0 +1,139 @@
+"""Group commit of sends: every send of a batch committed and enqueued, failures kept apart."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from appliance.auth.api_keys import create_api_key
+from appliance.db.models import Message, MessageStatusEvent, Session
+from appliance.db.types import new_id, utcnow
+from appliance.services.send_batcher import PendingSend, SendBatcher
+
+Db = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+async def owner(db_sessionmaker: Db) -> tuple[str, str]:
+    key = await create_api_key(db_sessionmaker, name="t", role="tenant")
+    session = Session(name="batch-1", upstream="whatsapp", owner_key_id=key.key.id)
+    async with db_sessionmaker() as db, db.begin():
+        db.add(session)
+    return key.key.id, session.id
+
+
+@pytest.fixture
+async def batcher(db_sessionmaker: Db, redis: aioredis.Redis) -> AsyncIterator[SendBatcher]:
+    sends = SendBatcher(db_sessionmaker, redis)
+    sends.start()
+    yield sends
+    await sends.stop()
+
+
+def _pending(
+    owner: tuple[str, str], *, idempotency_key: str | None = None, session_id: str | None = None
+) -> PendingSend:
+    key_id, default_session = owner
+    message_id, now = str(uuid.uuid4()), utcnow()
+    return PendingSend(
+        message={
+            "id": message_id,
+            "session_id": session_id or default_session,
+            "api_key_id": key_id,
+            "direction": "out",
+            "kind": "text",
+            "chat": "4915112345678",
+            "payload": {"text": message_id},
+            "status": "queued",
+            "wa_id": message_id.replace("-", "")[:22].upper(),
+            "trace_id": None,
+            "idempotency_key": idempotency_key,
+            "request_hash": "h",
+            "created_at": now,
+            "updated_at": now,
+        },
+        status={
+            "id": new_id(),
+            "message_id": message_id,
+            "status": "queued",
+            "at": now,
+            "trace_id": None,
+            "detail": None,
+        },
+        stream="wapp:test:batch",
+        data=message_id,
+        idempotent=idempotency_key is not None,
+    )
+
+
+async def _stored(db: Db) -> tuple[set[str], set[str]]:
+    async with db() as s:
+        messages = set((await s.scalars(sa.select(Message.id))).all())
+        statuses = set((await s.scalars(sa.select(MessageStatusEvent.message_id))).all())
+    return messages, statuses
+
+
+async def _enqueued(redis: aioredis.Redis) -> list[str]:
+    return [fields[b"data"].decode() for _, fields in await redis.xrange("wapp:test:batch")]
+
+
+async def test_concurrent_sends_are_all_committed_and_enqueued(
+    batcher: SendBatcher, owner: tuple[str, str], db_sessionmaker: Db, redis: aioredis.Redis
+) -> None:
+    items = [_pending(owner) for _ in range(200)]
+    assert await asyncio.gather(*(batcher.submit(i) for i in items)) == [True] * 200
+    ids = {i.message["id"] for i in items}
+    assert await _stored(db_sessionmaker) == (ids, ids)
+    assert sorted(await _enqueued(redis)) == sorted(ids)
+
+
+async def test_a_failing_row_does_not_lose_the_others(
+    batcher: SendBatcher, owner: tuple[str, str], db_sessionmaker: Db, redis: aioredis.Redis
+) -> None:
+    good = [_pending(owner) for _ in range(5)]
+    bad = _pending(owner, session_id="no-such-session")  # a foreign key that fails
+    results = await asyncio.gather(
+        *(batcher.submit(i) for i in [*good[:2], bad, *good[2:]]), return_exceptions=True
+    )
+    assert results[:2] == [True, True]
+    assert results[3:] == [True] * 3
+    assert isinstance(results[2], sa.exc.IntegrityError)
+    ids = {i.message["id"] for i in good}
+    assert await _stored(db_sessionmaker) == (ids, ids)
+    assert sorted(await _enqueued(redis)) == sorted(ids)
+
+
+async def test_a_taken_idempotency_key_is_answered_false_and_the_first_send_stays(
+    batcher: SendBatcher, owner: tuple[str, str], db_sessionmaker: Db, redis: aioredis.Redis
+) -> None:
+    first, twin, other = (
+        _pending(owner, idempotency_key="k1"),
+        _pending(owner, idempotency_key="k1"),
+        _pending(owner, idempotency_key="k2"),
+    )
+    results = await asyncio.gather(*(batcher.submit(i) for i in [first, twin, other]))
+    assert results == [True, False, True]
+    ids = {first.message["id"], other.message["id"]}
+    assert await _stored(db_sessionmaker) == (ids, ids)
+    assert sorted(await _enqueued(redis)) == sorted(ids)
+    # A later batch with the same key is refused the same way.
+    assert await batcher.submit(_pending(owner, idempotency_key="k1")) is False
+
+
+async def test_stop_finishes_what_is_queued(
+    db_sessionmaker: Db, redis: aioredis.Redis, owner: tuple[str, str]
+) -> None:
+    sends = SendBatcher(db_sessionmaker, redis)
+    sends.start()
+    waiting = [asyncio.ensure_future(sends.submit(_pending(owner))) for _ in range(20)]
+    await asyncio.sleep(0)
+    await sends.stop()
+    assert [await w for w in waiting] == [True] * 20
+    with pytest.raises(RuntimeError):
+        await sends.submit(_pending(owner))
