@@ -30,6 +30,19 @@ type KeyType = keyof SignalDataTypeMap
 /** Read once when a pkmsg arrives, then deleted: caching them would only hold memory. */
 const UNCACHED: ReadonlySet<KeyType> = new Set<KeyType>(['pre-key'])
 
+/**
+ * Cached "Redis has no such field": Baileys asks for absent keys on every send (tc tokens,
+ * LID mappings, ...), and each such miss was one HMGET round trip.
+ */
+const ABSENT = Symbol('absent')
+
+/**
+ * Every store instance caches under its own prefix: while it is open it is the only writer
+ * of its hash, so its cache (values, absences, digests) is exact; once it is closed the
+ * session may be written by another engine, so a later instance must not trust it.
+ */
+let instances = 0
+
 export interface AuthStoreOptions {
 	redis: Redis
 	/** `wapp:auth:{session}` */
@@ -45,6 +58,9 @@ export class RedisAuthStore {
 	/** Queued writes: the value (null: delete) and its key type (none for creds). */
 	private readonly pending = new Map<string, { plain: unknown; type: KeyType | undefined }>()
 	private flushing: Promise<void> | undefined
+	private readonly cachePrefix: string
+	/** Counts queued writes: a read that overlapped one must not cache what it read. */
+	private writes = 0
 	private tickFlush: Promise<void> | undefined
 	private closed = false
 
@@ -53,6 +69,7 @@ export class RedisAuthStore {
 		private readonly dataKey: KeyObject,
 		creds: AuthenticationCreds,
 	) {
+		this.cachePrefix = `${o.key}\0${++instances}\0`
 		this.state = {
 			creds,
 			keys: {
@@ -125,16 +142,13 @@ export class RedisAuthStore {
 		this.pending.clear()
 		await this.flushing
 		await this.o.redis.del(this.o.key)
-		this.o.cache.deletePrefix(this.cachePrefix)
-	}
-
-	private get cachePrefix(): string {
-		return `${this.o.key}\0`
+		// Every instance's entries of this session, not only this one's.
+		this.o.cache.deletePrefix(`${this.o.key}\0`)
 	}
 
 	/** LRU key of the digest of what Redis holds for `field` (under the session's prefix). */
 	private digestKey(field: string): string {
-		return `${this.o.key}\0#${field}`
+		return `${this.cachePrefix}#${field}`
 	}
 
 	private rememberDigest(field: string, digest: string): void {
@@ -152,21 +166,28 @@ export class RedisAuthStore {
 				continue
 			}
 			const cached = this.o.cache.get(this.cachePrefix + field)
+			if (cached === ABSENT) continue
 			if (cached !== undefined) out[id] = cached as SignalDataTypeMap[T]
 			else missing.push(id)
 		}
 		if (missing.length === 0) return out
 		const fields = missing.map(id => keyField(type, id))
+		const writesBefore = this.writes
 		const values = await this.o.redis.hmgetBuffer(this.o.key, ...fields)
+		// A write queued meanwhile may already be in the cache; what was read is older.
+		const cache = this.writes === writesBefore && !this.closed
 		missing.forEach((id, i) => {
 			const sealed = values[i]
-			if (sealed === null || sealed === undefined) return
+			if (sealed === null || sealed === undefined) {
+				if (cache && !UNCACHED.has(type)) this.o.cache.set(this.cachePrefix + fields[i], ABSENT, 0, 8)
+				return
+			}
 			const plaintext = open(this.dataKey, sealed, `${this.o.key}:${fields[i]}`)
 			let value = parse(plaintext)
 			// Stored as plain JSON; Baileys wants the protobuf object back (as its file store does).
 			if (type === 'app-state-sync-key' && value) value = proto.Message.AppStateSyncKeyData.fromObject(value as object)
 			out[id] = value as SignalDataTypeMap[T]
-			if (!UNCACHED.has(type)) {
+			if (cache && !UNCACHED.has(type)) {
 				this.o.cache.set(this.cachePrefix + fields[i], value, 0, plaintext.length)
 				this.rememberDigest(fields[i]!, digestOf(plaintext))
 			}
@@ -186,6 +207,7 @@ export class RedisAuthStore {
 			this.o.log.debug({ field }, 'auth write after close dropped')
 			return
 		}
+		this.writes++
 		if (value === null) {
 			this.o.cache.delete(this.cachePrefix + field)
 			this.o.cache.delete(this.digestKey(field))
