@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -48,6 +49,9 @@ def create_app(settings: Settings) -> FastAPI:
         consumer = EventConsumer(redis=redis, writer=state.writer)
         consumer.start()
         app.state.webhooks = WebhooksRuntime.start(state)
+        # What startup built lives as long as the process: keep it out of the collector's
+        # full passes, which otherwise walk it all and stall every request under load.
+        gc.freeze()
         try:
             yield
         finally:
