@@ -3,8 +3,8 @@
 pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.settings",
-    "tests.fixtures.stack",
     "tests.fixtures.database",
+    "tests.fixtures.stack",
     "tests.fixtures.api",
 ]
 
