@@ -18,6 +18,10 @@ export function connectRedis(url: string, role: RedisRole, name: string, log: Lo
 		// The reader waits across reconnects (a blocked read has nothing better to do); the
 		// writer gives up after ioredis' default retries so a dead Redis surfaces as an error.
 		...(role === 'reader' ? { maxRetriesPerRequest: null } : {}),
+		// Hundreds of sockets each issue a few commands per message (auth writes, marks,
+		// events): the writer sends everything issued in one tick as one socket write,
+		// in order. Never for the reader, whose commands block.
+		...(role === 'writer' ? { enableAutoPipelining: true } : {}),
 	}
 	const redis = new Redis(options)
 	const clog = log.child({ redis: role })
