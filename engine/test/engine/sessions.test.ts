@@ -4,13 +4,14 @@
  * its stored auth, and shuts down without logging anyone out.
  */
 import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
 import { after as afterAll, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { EngineRuntimeConfig } from '../../src/generated/contracts.js'
 import type { ControlServer } from '../../sim/control.js'
 import type { Simulator } from '../../sim/sim.js'
 import { startControl, startSim } from '../sim/helpers.js'
-import { contractValidators, pendingCount, readEvents, startEngine, startRedis, waitFor, type EngineChild, type TestRedis } from './helpers.js'
+import { contractValidators, pendingCount, readEvents, sendTextCommand, startEngine, startRedis, waitFor, type EngineChild, type TestRedis } from './helpers.js'
 import { CONTROL_STREAM, REGISTRY, after, lastEventId, lifecycleCommand, sandboxConfig, send, startCommand, stateEvents, waitState } from './sessions-harness.js'
 
 const N = 20
@@ -77,6 +78,36 @@ describe('a sandbox engine runs many sessions', { timeout: 240_000 }, () => {
 		})
 		assert.equal(beat.sessions, N)
 		for (const { event } of await readEvents(redis.client)) assert.ok(isEvent(event), explain(isEvent))
+	})
+
+	it('every one of the 20 sessions sends a text to a simulated contact and receives one back', async () => {
+		const contact = '15559000'
+		const control_ = async (path: string, body?: unknown) => {
+			const res = await fetch(`${control.url}${path}`, body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+			assert.ok(res.ok, await res.clone().text())
+			return ((await res.json()) as { data: unknown }).data
+		}
+		await control_('/contacts', { phone: contact, pushName: 'Carol' })
+		for (const name of names) {
+			const waId = `3EB0${randomUUID().replace(/-/g, '').slice(0, 18).toUpperCase()}`
+			const command = sendTextCommand({ session: name, payload: { message_id: randomUUID(), wa_id: waId, to: contact, text: `hello from ${name}`, quoted: null, mentions: [] } })
+			await redis.client.xadd(`wapp:cmd:${name}`, '*', 'data', JSON.stringify(command))
+		}
+		const received = await waitFor('the contact received a text from every session', async () => {
+			const items = (await control_(`/contacts/${contact}/received`)) as Array<{ text?: string }>
+			const texts = new Set(items.map(m => m.text))
+			return names.every(n => texts.has(`hello from ${n}`)) ? items : undefined
+		}, 60_000)
+		assert.equal(received.length, N, 'each text arrived exactly once')
+		for (const [i, name] of names.entries()) await control_(`/contacts/${contact}/messages`, { to: phoneOf(i), text: `hi ${name}` })
+		await waitFor('every session received the contact\'s text', async () => {
+			const got = new Set(
+				(await readEvents(redis.client))
+					.filter(e => e.event.type === 'message.received')
+					.map(e => `${e.event.session}:${(e.event.payload as { text?: string | null }).text}`),
+			)
+			return names.every(n => got.has(`${n}:hi ${n}`)) ? true : undefined
+		}, 60_000)
 	})
 
 	async function kick(i: number, kind: string): Promise<void> {
