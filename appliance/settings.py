@@ -151,9 +151,19 @@ class WebhooksSettings(Section):
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_username: str | None = None
     smtp_password: str | None = None
+    smtp_password_file: Path | None = None
     smtp_starttls: bool = True
     # At most one alert per subject (session and state, or engine) in this many seconds.
     alert_min_interval_s: float = Field(default=300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _smtp_password_from_file(self) -> WebhooksSettings:
+        if self.smtp_password_file is not None:
+            if self.smtp_password is not None:
+                raise ValueError("set either smtp_password or smtp_password_file, not both")
+            secret = _read_secret_file(self.smtp_password_file, "smtp_password")
+            object.__setattr__(self, "smtp_password", secret)
+        return self
 
 
 class SandboxSettings(Section):

@@ -59,6 +59,17 @@ def test_env_vars_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert settings.api.host == "0.0.0.0"
 
 
+def test_the_smtp_password_can_come_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "smtp"
+    secret.write_text("s3cret\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[webhooks]\nsmtp_password_file = "{secret}"\n')
+    assert load_settings(cfg).webhooks.smtp_password == "s3cret"
+    cfg.write_text(f'[webhooks]\nsmtp_password = "x"\nsmtp_password_file = "{secret}"\n')
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings(cfg)
+
+
 def test_a_secret_can_come_from_a_file(tmp_path: Path) -> None:
     secret = tmp_path / "db-url"
     secret.write_text("postgresql+asyncpg://u:p@127.0.0.1/x\n")

@@ -23,9 +23,13 @@ def register(app: typer.Typer) -> None:
     def show(ctx: typer.Context) -> None:
         """Print the effective configuration as JSON (secrets masked)."""
         data = settings(ctx).model_dump(mode="json")
-        for section in ("database", "redis"):
-            if data[section].get("url"):
-                data[section]["url"] = "***"
+        for section, field in (
+            ("database", "url"),
+            ("redis", "url"),
+            ("webhooks", "smtp_password"),
+        ):
+            if data[section].get(field):
+                data[section][field] = "***"
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
     app.add_typer(group, name="config")
