@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from appliance import ids
+
 CONTRACT_VERSION = 1
 
 Upstream = Literal["whatsapp", "sandbox"]
@@ -318,11 +320,11 @@ def _now() -> datetime:
 
 
 class EnvelopeBase(Model):
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    id: uuid.UUID = Field(default_factory=ids.uuid4)
     version: Literal[1] = 1
     timestamp: datetime = Field(default_factory=_now)
     session: SessionName | None = None
-    trace_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=64)
+    trace_id: str = Field(default_factory=ids.hex_id, min_length=1, max_length=64)
 
 
 class SessionStartCommand(EnvelopeBase):

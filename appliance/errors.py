@@ -66,6 +66,12 @@ class MethodNotAllowed(WappError):
     exit_code = EXIT_USAGE
 
 
+class PayloadTooLarge(WappError):
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+    exit_code = EXIT_USAGE
+
+
 class Conflict(WappError):
     status = 409
     code = "CONFLICT"

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import sys
-import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from appliance import ids
 
 trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
 
@@ -22,7 +23,7 @@ _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 
 
 def new_trace_id() -> str:
-    return uuid.uuid4().hex
+    return ids.hex_id()
 
 
 class JsonFormatter(logging.Formatter):

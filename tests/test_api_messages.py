@@ -180,6 +180,46 @@ async def test_a_body_that_is_not_json_answers_422(
     assert response.json()["success"] is False
 
 
+async def test_a_json_send_over_a_mebibyte_answers_413_and_stores_nothing(
+    api_client: httpx.AsyncClient, tenant_key: str, db_sessionmaker: Db, redis: aioredis.Redis
+) -> None:
+    await connected_session(api_client, tenant_key, db_sessionmaker)
+    padding = "x" * (1024 * 1024)
+    response = await api_client.post(
+        "/v1/sessions/sales-1/messages",
+        content=f'{{"type": "text", "to": "{TO}", "text": "{padding}"}}'.encode(),
+        headers={**auth(tenant_key), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert error["code"] == "PAYLOAD_TOO_LARGE"
+    assert error["details"] == {"maxBytes": 1024 * 1024}
+    assert await session_commands(redis, "sales-1") == []
+    async with db_sessionmaker() as db:
+        assert (await db.scalars(sa.select(Message))).all() == []
+
+
+async def test_a_database_failure_on_send_answers_500_in_the_error_shape(
+    api_client: httpx.AsyncClient, tenant_key: str, db_sessionmaker: Db, redis: aioredis.Redis
+) -> None:
+    await connected_session(api_client, tenant_key, db_sessionmaker)
+    async with db_sessionmaker() as db, db.begin():
+        await db.execute(sa.text("DROP TABLE message_status_events"))
+    response = await _send(
+        api_client,
+        tenant_key,
+        {"type": "text", "to": TO, "text": "hi"},
+        headers={"X-Trace-Id": "trace-broken-db"},
+    )
+    assert response.status_code == 500
+    assert response.headers["x-trace-id"] == "trace-broken-db"
+    body = response.json()
+    assert body["success"] is False
+    assert body["error"]["code"] == "INTERNAL_ERROR"
+    assert "trace" in body["error"]["message"]
+    assert await session_commands(redis, "sales-1") == []
+
+
 async def test_an_image_without_media_answers_422(
     api_client: httpx.AsyncClient, tenant_key: str, db_sessionmaker: Db
 ) -> None:

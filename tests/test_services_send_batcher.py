@@ -137,3 +137,18 @@ async def test_stop_finishes_what_is_queued(
     assert [await w for w in waiting] == [True] * 20
     with pytest.raises(RuntimeError):
         await sends.submit(_pending(owner))
+
+
+async def test_a_waiter_that_goes_away_does_not_take_its_send_with_it(
+    batcher: SendBatcher, owner: tuple[str, str], db_sessionmaker: Db, redis: aioredis.Redis
+) -> None:
+    items = [_pending(owner) for _ in range(10)]
+    waiting = [asyncio.ensure_future(batcher.submit(i)) for i in items]
+    await asyncio.sleep(0)  # all queued
+    waiting[3].cancel()  # as when a client disconnects mid-request
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert [r for i, r in enumerate(results) if i != 3] == [True] * 9
+    ids = {i.message["id"] for i in items}
+    assert await _stored(db_sessionmaker) == (ids, ids)
+    assert sorted(await _enqueued(redis)) == sorted(ids)

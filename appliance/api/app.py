@@ -5,11 +5,13 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
+from appliance.api import fast_send
 from appliance.api.errors import install_error_handlers
-from appliance.api.fast_send import FastSendMiddleware
 from appliance.api.middleware import TraceMiddleware
 from appliance.api.routes import events, health, keys, media, messages, sandbox, sessions, webhooks
 from appliance.api.state import AppState
@@ -28,6 +30,23 @@ Every error has one shape:
 `{"success": false, "error": {"code": "UPPER_SNAKE", "message": "...", "details": {}}}`.
 JSON bodies are camelCase.
 """
+
+
+class WappApi(FastAPI):
+    """FastAPI, with the JSON send answered ahead of its middleware stack (`fast_send`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._fast_send = TraceMiddleware(fast_send.FastSend(self))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        session_ref = fast_send.handles(scope)
+        if session_ref is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        scope[fast_send.SCOPE_KEY] = session_ref
+        await self._fast_send(scope, receive, send)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -63,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
                 await writer_db.dispose()
             await db.dispose()
 
-    app = FastAPI(
+    app = WappApi(
         title="wapp",
         version="0.1.0",
         description=DESCRIPTION,
@@ -72,8 +91,6 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
-    # Added first, so it runs inside TraceMiddleware (trace id, the request's log line).
-    app.add_middleware(FastSendMiddleware)
     app.add_middleware(TraceMiddleware)
     app.include_router(health.router)
     app.include_router(keys.router)

@@ -98,6 +98,10 @@ async def _on_http_error(request: Request, exc: Exception) -> OrjsonResponse:
 
 
 async def _on_unexpected(_: Request, exc: Exception) -> OrjsonResponse:
+    return unexpected_response(exc)
+
+
+def unexpected_response(exc: Exception) -> OrjsonResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(WappError("internal error; see the api log for this trace id"))
 

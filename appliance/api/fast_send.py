@@ -1,18 +1,19 @@
-"""The JSON send, served below FastAPI's routing and dependency machinery.
+"""The JSON send, served ahead of FastAPI's middleware, routing and dependency machinery.
 
 `POST /v1/sessions/{session}/messages` with a JSON body is the api's hot path. Under
-load, FastAPI's route matching (every route of every router is tried in turn) and its
-per-request dependency solving cost more CPU than the send itself. This middleware
-answers exactly that request with the same steps as the route, in the same order:
+load, the layers FastAPI puts around every request (its error, telemetry and body-limit
+middleware, route matching that tries every route in turn, per-request dependency
+solving) cost more CPU than the send itself. `WappApi.__call__` hands exactly that
+request to `FastSend`, which takes the same steps as the route, in the same order:
 throttle and key (`auth.principal_for`), session (`sessions.get_cached`), body
-(`routes.messages` body adapter), `messages.send`, the same 202 body; errors become the
-same single-shape responses as the app's handlers give (unexpected ones propagate to
-the app's handler for them). Anything else, a multipart send or an `Idempotency-Key`
-FastAPI would refuse, goes on to the app untouched. The route stays the documented
+(`routes.messages` body adapter), `messages.send`, the same 202 body. Errors become the
+same single-shape responses the app's handlers give, an unexpected one included (logged
+with its trace, answered 500). Anything else, a multipart send or an `Idempotency-Key`
+FastAPI would refuse, goes through the app as usual; the route stays the documented
 (OpenAPI) one and serves multipart sends.
 
-It sits inside `TraceMiddleware`, so the trace id and the one log line per request are
-the same as on any route.
+`FastSend` runs inside its own `TraceMiddleware`, so the trace id and the one log line
+per request are the same as on any route.
 """
 
 from __future__ import annotations
@@ -20,20 +21,26 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from appliance.api import auth
-from appliance.api.errors import error_response, validation_response
+from appliance.api.errors import error_response, unexpected_response, validation_response
 from appliance.api.routes import messages as routes
 from appliance.api.state import AppState
-from appliance.errors import WappError
+from appliance.errors import PayloadTooLarge, WappError
 from appliance.services import messages, sessions
 
 _PATH: Final = re.compile(r"^/v1/sessions/([^/]+)/messages$")
 _IDEMPOTENCY_MAX: Final = 255
+# A text is at most 65,536 characters (4 bytes each in UTF-8 at worst), mentions and a
+# contact card far less: no valid JSON send comes near this.
+MAX_JSON_BODY: Final = 1024 * 1024
+# Where `WappApi` leaves the session reference `handles` found.
+SCOPE_KEY: Final = "wapp.fast_send"
 _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 
 
@@ -57,46 +64,67 @@ def _presented_key(headers: dict[bytes, bytes]) -> str | None:
 
 async def _body(receive: Receive) -> bytes:
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_JSON_BODY:
+            raise PayloadTooLarge(
+                f"a JSON send is at most {MAX_JSON_BODY} bytes",
+                details={"maxBytes": MAX_JSON_BODY},
+            )
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
 
 
-class FastSendMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+def handles(scope: Scope) -> str | None:
+    """The session reference, when this request is a JSON send the fast path serves."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    match = _PATH.match(path)
+    if match is None:
+        return None
+    for name, value in scope["headers"]:
+        if name == b"content-type" and value.startswith(b"multipart/form-data"):
+            return None
+        if name == b"idempotency-key" and not 0 < len(value) <= _IDEMPOTENCY_MAX:
+            return None
+    return match.group(1)
+
+
+class FastSend:
+    """Answers a request `handles` accepted; `app` is the FastAPI app whose state it uses."""
+
+    def __init__(self, app: FastAPI) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        root: str = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        match = _PATH.match(path)
-        if match is None:
-            await self.app(scope, receive, send)
-            return
+        session_ref: str = scope[SCOPE_KEY]
         headers = _headers(scope)
-        idempotency = headers.get(b"idempotency-key")
-        if headers.get(b"content-type", b"").startswith(b"multipart/form-data") or (
-            idempotency is not None and not 0 < len(idempotency) <= _IDEMPOTENCY_MAX
-        ):
-            await self.app(scope, receive, send)
-            return
-        state: AppState = scope["app"].state.wapp
+        state: AppState = self.app.state.wapp
         try:
-            body = await self._send(state, scope, receive, headers, match.group(1), idempotency)
+            body = await self._send(
+                state, scope, receive, headers, session_ref, headers.get(b"idempotency-key")
+            )
         except WappError as exc:
             await error_response(exc)(scope, receive, send)
             return
         except RequestValidationError as exc:
             await validation_response(exc)(scope, receive, send)
+            return
+        except ClientDisconnect:
+            return
+        except Exception as exc:
+            # What the app's ServerErrorMiddleware and `_on_unexpected` would do.
+            await unexpected_response(exc)(scope, receive, send)
             return
         await send(
             {

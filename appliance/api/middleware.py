@@ -22,8 +22,11 @@ class TraceMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-trace-id", b"").decode("latin-1")
-        trace_id = incoming if _VALID_TRACE.match(incoming) else new_trace_id()
+        incoming = ""
+        for name, value in scope["headers"]:
+            if name == b"x-trace-id":
+                incoming = value.decode("latin-1")
+        trace_id = incoming if incoming and _VALID_TRACE.match(incoming) else new_trace_id()
         token = trace_id_var.set(trace_id)
         started = time.perf_counter()
         status = 500

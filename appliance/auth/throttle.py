@@ -1,10 +1,16 @@
 """Slow down guessing: repeated bad API keys from one address answer 429 for a while.
 
 A fixed window per address in Redis (INCR + EXPIRE), shared by every api worker.
-Concurrent checks of one address share one GET (`SingleFlight`).
+Concurrent checks of one address share one GET (`SingleFlight`), and an address found
+below the limit is not read again for `CLEAR_TTL_S`: a failure recorded in this process
+takes effect at once (it forgets the address), one recorded by another worker within
+that time.
 """
 
 from __future__ import annotations
+
+import time
+import weakref
 
 import redis.asyncio as aioredis
 
@@ -20,17 +26,32 @@ def _key(address: str) -> str:
 _reads: SingleFlight[bytes | str | None] = SingleFlight()
 
 
+CLEAR_TTL_S = 1.0
+_MAX_REMEMBERED = 10_000
+# Per Redis client: address -> until when (monotonic) it is known to be below the limit.
+_clear: weakref.WeakKeyDictionary[aioredis.Redis, dict[str, float]] = weakref.WeakKeyDictionary()
+
+
 async def ensure_not_blocked(redis: aioredis.Redis, address: str, *, limit: int) -> None:
+    clear = _clear.setdefault(redis, {})
+    now = time.monotonic()
+    if clear.get(address, 0.0) > now:
+        return
     key = _key(address)
     failures = await _reads.run((id(redis), key), lambda: redis.get(key))
-    if failures is not None and int(failures) >= limit:
-        ttl = await redis.ttl(_key(address))
-        raise RateLimited(
-            "too many requests with a bad API key from this address", retry_after_s=max(ttl, 1)
-        )
+    if failures is None or int(failures) < limit:
+        if len(clear) >= _MAX_REMEMBERED:
+            clear.clear()
+        clear[address] = now + CLEAR_TTL_S
+        return
+    ttl = await redis.ttl(key)
+    raise RateLimited(
+        "too many requests with a bad API key from this address", retry_after_s=max(ttl, 1)
+    )
 
 
 async def record_failure(redis: aioredis.Redis, address: str, *, window_s: int) -> None:
+    _clear.get(redis, {}).pop(address, None)
     pipe = redis.pipeline()
     pipe.incr(_key(address))
     pipe.expire(_key(address), window_s, nx=True)

@@ -130,8 +130,6 @@ class Message(Table, table=True):
             "ix_messages_session_direction_created", "session_id", "direction", "created_at", "id"
         ),
         sa.Index("ix_messages_session_status_created", "session_id", "status", "created_at", "id"),
-        # Daily quota: messages sent by a key since a time.
-        sa.Index("ix_messages_api_key_created", "api_key_id", "created_at"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, sa_type=Id)

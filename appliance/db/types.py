@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,13 +10,15 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeEngine
 
+from appliance import ids
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    return str(ids.uuid7())
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from appliance import ids
 from appliance.api.auth import Principal
 from appliance.contracts import MessageRef, wa_message_id
 from appliance.db.models import ApiKey, Message, MessageStatusEvent, Session
@@ -174,7 +175,7 @@ async def _existing(
         return (await db.scalars(query)).first()
 
 
-def _replay(found: Message, digest: str, idempotency_key: str) -> Accepted:
+def _replay(found: Message, digest: str | None, idempotency_key: str) -> Accepted:
     if found.request_hash != digest:
         raise IdempotencyMismatch(
             "this Idempotency-Key was used with a different request",
@@ -238,12 +239,15 @@ async def send(
             details={"fields": [{"field": "file", "message": "unexpected"}]},
         )
     key_id = principal.key.id
-    message_id = uuid.uuid4()
+    message_id = ids.uuid7()
     blob: media.Blob | None = None
     # An upload is stored first: its bytes are part of what the idempotency key covers.
     if upload is not None and isinstance(body, outgoing.MediaBody):
         blob = await _media_blob(body, upload, settings, message_id)
-    digest = request_hash(body, blob.sha256 if blob else None)
+    # Only an Idempotency-Key retry is compared with its first request's body.
+    digest = (
+        request_hash(body, blob.sha256 if blob else None) if idempotency_key is not None else None
+    )
     if idempotency_key is not None:
         found = await _existing(reader, key_id, idempotency_key)
         if found is not None:
@@ -319,7 +323,7 @@ def _rows(
     command: Any,
     message_id: uuid.UUID,
     idempotency_key: str | None,
-    digest: str,
+    digest: str | None,
 ) -> tuple[AcceptedRow, PendingSend]:
     """What to answer with, and the row (with its timeline entry) for a batch."""
     now = utcnow()
@@ -368,7 +372,7 @@ async def _insert(
     command: Any,
     message_id: uuid.UUID,
     idempotency_key: str | None,
-    digest: str,
+    digest: str | None,
 ) -> Message | None:
     """The row and its first timeline entry; None when the idempotency key is taken."""
     now = utcnow()

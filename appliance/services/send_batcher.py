@@ -82,9 +82,9 @@ class SendBatcher:
             raise RuntimeError("the send batcher is not running")
         item.future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(item)
-        # Shielded: a client that goes away must not cancel a commit others share; its
-        # row is committed and enqueued all the same, as it would be without batching.
-        return await asyncio.shield(item.future)
+        # A client that goes away cancels only this wait (the future), never the batch:
+        # its row is committed and enqueued all the same, as it would be without batching.
+        return await item.future
 
     async def _run(self) -> None:
         while True:
@@ -95,8 +95,7 @@ class SendBatcher:
                 await self._flush(batch)
             except BaseException as exc:  # every waiter must hear
                 for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                    _fail(item, exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
             finally:
@@ -115,8 +114,7 @@ class SendBatcher:
             return
         await self._xadd(batch)
         for item in batch:
-            if not item.future.done():
-                item.future.set_result(True)
+            _succeed(item, True)
 
     async def _settle_alone(self, item: PendingSend) -> None:
         """One send in its own transaction: the batch it came in failed."""
@@ -124,19 +122,19 @@ class SendBatcher:
             await self._insert([item])
         except IntegrityError as exc:
             if item.idempotent:
-                item.future.set_result(False)
+                _succeed(item, False)
             else:
-                item.future.set_exception(exc)
+                _fail(item, exc)
             return
         except Exception as exc:  # it belongs to this send's caller
-            item.future.set_exception(exc)
+            _fail(item, exc)
             return
         try:
             await self._xadd([item])
         except Exception as exc:
-            item.future.set_exception(exc)
+            _fail(item, exc)
             return
-        item.future.set_result(True)
+        _succeed(item, True)
 
     async def _insert(self, batch: list[PendingSend]) -> None:
         async with self._writer() as db, db.begin():
@@ -153,5 +151,16 @@ class SendBatcher:
             return
         # Rows are committed; only the sends whose XADD failed hear about it.
         for item, result in zip(batch, results, strict=True):
-            if isinstance(result, Exception) and not item.future.done():
-                item.future.set_exception(result)
+            if isinstance(result, Exception):
+                _fail(item, result)
+
+
+# A waiter whose client went away has a cancelled future: it hears nothing more.
+def _succeed(item: PendingSend, result: bool) -> None:
+    if not item.future.done():
+        item.future.set_result(result)
+
+
+def _fail(item: PendingSend, exc: BaseException) -> None:
+    if not item.future.done():
+        item.future.set_exception(exc)
