@@ -143,7 +143,7 @@ class WebhooksSettings(Section):
     lease_s: float = Field(default=30.0, gt=0)
     # Deliveries an endpoint's sender loads per round.
     batch_size: int = Field(default=256, ge=1)
-    # Admin alerts (session logged_out or failed, engine recycled): a webhook and/or email.
+    # Admin alerts (session logged_out or failed, any engine restart): a webhook and/or email.
     alert_webhook_url: str | None = None
     alert_email_to: str | None = None
     alert_email_from: str = "wapp@localhost"

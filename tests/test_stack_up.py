@@ -1,4 +1,6 @@
-"""A real stack: `wapp up -d`, every program RUNNING, a killed engine healed, `wapp down`."""
+# ruff: noqa: F811  (the receiver fixture imported from test_webhooks_support)
+"""A real stack: `wapp up -d`, every program RUNNING, a killed engine healed and alerted
+to the admin, `wapp down`."""
 
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from appliance.redis_keys import engine_heartbeat_key
 from appliance.settings import load_settings
 from appliance.stack.layout import StackLayout
 from appliance.stack.rpc import StackStatus, Supervisor, connect
-from tests.fixtures.stack import StackDir
+from tests.fixtures.stack import StackDir, start_stack
+from tests.test_webhooks_support import Receiver, receiver  # noqa: F401  (fixture)
 
 T = TypeVar("T")
 PROGRAMS = ("redis", "sim", "engine", "engine-sandbox", "api")
@@ -59,10 +62,14 @@ def _engine_restarted(supervisor: Supervisor, old_pid: int) -> Callable[[], int 
     return probe
 
 
-def test_a_killed_engine_is_restarted_readyz_recovers_and_down_leaves_no_process(
-    running_stack: StackDir,
+def test_a_killed_engine_is_restarted_alerted_readyz_recovers_and_down_leaves_no_process(
+    stack_dir: StackDir, receiver: Receiver
 ) -> None:
-    """The issue's "done when": supervisor heals a SIGKILLed engine and /readyz follows."""
+    """The issue's "done when": supervisor heals a SIGKILLed engine and /readyz follows;
+    the api sees the new engine's heartbeat and sends the `engine.recycled` admin alert."""
+    with stack_dir.config.open("a", encoding="utf-8") as config:
+        config.write(f'[webhooks]\nalert_webhook_url = "{receiver.url}"\n')
+    running_stack = start_stack(stack_dir)
     listed = running_stack.wapp("status")
     assert listed.returncode == 0, listed.stdout + listed.stderr
     for name in PROGRAMS:
@@ -89,6 +96,8 @@ def test_a_killed_engine_is_restarted_readyz_recovers_and_down_leaves_no_process
         _eventually(lambda: readyz() == 200 or None, within_s=15, what="/readyz 200")
         engine_pid = _pid(before, "engine")
         assert heartbeat_pid() == engine_pid
+        # The api's monitor polls every heartbeat interval (0.5 s): let it see this engine.
+        time.sleep(1.5)
 
         os.kill(engine_pid, signal.SIGKILL)
         new_engine = _eventually(
@@ -101,6 +110,11 @@ def test_a_killed_engine_is_restarted_readyz_recovers_and_down_leaves_no_process
             what="/readyz 200 with the new engine's heartbeat",
         )
         assert supervisor.status().healthy
+        _eventually(lambda: receiver.received or None, within_s=20, what="an admin alert")
+    [alert] = [r.json for r in receiver.received]
+    assert alert["type"] == "alert.engine.recycled"
+    assert alert["message"] == f"engine (whatsapp) restarted: pid {engine_pid} -> {new_engine}"
+    assert alert["details"]["oldRssMb"] > 0
     again = running_stack.wapp("up", "-d")
     assert again.returncode == 0, again.stderr
     assert "already running" in again.stdout

@@ -89,7 +89,9 @@ async def test_a_failed_session_alerts_the_admin_once_per_interval(
     redis: aioredis.Redis,
     receiver: Receiver,
 ) -> None:
-    from appliance.webhooks.alerts import Alerter, engine_recycled
+    from appliance.webhooks.alerts import Alerter
+    from appliance.webhooks.engine_restarts import engine_restart_alert
+    from tests.test_webhooks_engine_restarts import beat
 
     settings = make_settings(
         database={"url": database_url},
@@ -124,8 +126,8 @@ async def test_a_failed_session_alerts_the_admin_once_per_interval(
     assert len(receiver.received) == 1
     # Another worker's alerter shares the limit (Redis).
     other = Alerter(settings.webhooks, reader, redis)
-    assert await engine_recycled(other, reason="rss 900 MB > 800 MB") == 1
-    assert await engine_recycled(alerter, reason="again") == 0
+    assert await other.alert(engine_restart_alert(beat(1), beat(2, 1))) == 1
+    assert await alerter.alert(engine_restart_alert(beat(2, 1), beat(3, 2))) == 0
     assert [r.json["type"] for r in receiver.received] == [
         "alert.session.failed",
         "alert.engine.recycled",
@@ -169,7 +171,9 @@ async def test_alerts_are_also_emailed_when_smtp_is_configured(
     redis: aioredis.Redis,
 ) -> None:
     """A real SMTP conversation with a minimal server on 127.0.0.1."""
-    from appliance.webhooks.alerts import Alerter, engine_recycled
+    from appliance.webhooks.alerts import Alerter
+    from appliance.webhooks.engine_restarts import engine_restart_alert
+    from tests.test_webhooks_engine_restarts import beat
 
     mails: list[bytes] = []
 
@@ -209,10 +213,10 @@ async def test_alerts_are_also_emailed_when_smtp_is_configured(
             },
         )
         alerter = Alerter(settings.webhooks, create_sessionmaker(db_engine), redis)
-        assert await engine_recycled(alerter, reason="rss over budget") == 1
+        assert await alerter.alert(engine_restart_alert(beat(1), beat(2, 1))) == 1
     finally:
         server.close()
         await server.wait_closed()
     [mail] = mails
     assert b"To: ops@example.com" in mail
-    assert b"engine recycled: rss over budget" in mail
+    assert b"engine (whatsapp) restarted: pid 1 -> 2" in mail

@@ -1,10 +1,11 @@
-"""Admin alerts: a session going `logged_out` or `failed`, or the engine being recycled.
+"""Admin alerts: a session going `logged_out` or `failed`, or the engine restarting.
 
 Sent to `webhooks.alert_webhook_url` (JSON) and, when SMTP is configured, by email to
-`webhooks.alert_email_to`. One alert per subject per `alert_min_interval_s` at most, so a
-flapping session cannot flood: the limit is a row-free check on `sessions.state_changed_at`
-plus an in-process memory of the last alert per subject (one worker's alerter runs at a
-time: it holds a lease like the dispatcher's, on a Redis-free basis).
+`webhooks.alert_email_to`. The `Alerter` scans session states itself; engine restarts
+come from `engine_restarts.EngineRestartMonitor`, through `Alerter.alert()`. One alert per
+subject (`session:{name}`, `engine:{upstream}`) per `alert_min_interval_s` at most, so a
+flapping session or an engine restarting in a loop cannot flood: the limit is a Redis key
+with that TTL, shared by every api worker.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ ALERT_STATES = ("logged_out", "failed")
 @dataclass(frozen=True)
 class Alert:
     kind: str  # session.logged_out | session.failed | engine.recycled
-    subject: str  # what the rate limit is keyed on
+    subject: str  # what the rate limit is keyed on: session:{name}, engine:{upstream}
     message: str
     at: datetime
     details: dict[str, Any]
@@ -178,16 +179,3 @@ class Alerter:
             start_tls=s.smtp_starttls,
             timeout=s.timeout_s,
         )
-
-
-async def engine_recycled(alerter: Alerter, *, reason: str, rss_mb: float | None = None) -> int:
-    """For the watchdog: the engine was recycled."""
-    return await alerter.alert(
-        Alert(
-            kind="engine.recycled",
-            subject="engine",
-            message=f"engine recycled: {reason}",
-            at=utcnow(),
-            details={"reason": reason, "rssMb": rss_mb},
-        )
-    )

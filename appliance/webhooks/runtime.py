@@ -1,4 +1,8 @@
-"""What the api process runs for webhooks: the secret box and the dispatcher.
+"""What the api process runs for webhooks: the secret box, the dispatcher, admin alerts.
+
+Admin alerts are the `Alerter` (session states) and the `EngineRestartMonitor` (engine
+restarts, from the heartbeats of the engines the stack runs); both run only when an
+alert channel is configured.
 
 Without a readable master key secrets can be neither stored nor used: the api still
 starts (other routes work) and webhook routes answer 503 saying why.
@@ -14,10 +18,12 @@ from fastapi import Depends, Request
 
 from appliance.api.state import AppState
 from appliance.errors import ConfigError, ServiceUnavailable
+from appliance.readiness import expected_engines
 from appliance.security.master_key import load_master_key
 from appliance.webhooks.alerts import Alerter
 from appliance.webhooks.crypto import SecretBox
 from appliance.webhooks.dispatcher import Dispatcher
+from appliance.webhooks.engine_restarts import EngineRestartMonitor
 
 log = logging.getLogger("appliance.webhooks")
 
@@ -28,6 +34,7 @@ class WebhooksRuntime:
     dispatcher: Dispatcher | None
     alerter: Alerter | None
     unavailable: str | None
+    engine_restarts: EngineRestartMonitor | None = None
 
     @classmethod
     def start(cls, state: AppState) -> WebhooksRuntime:
@@ -43,9 +50,19 @@ class WebhooksRuntime:
         dispatcher.start()
         alerter = Alerter(settings.webhooks, state.reader, state.redis)
         alerter.start()
-        return cls(SecretBox(master_key), dispatcher, alerter, None)
+        # Polled as often as the engines write it: faster would only read the same value.
+        engine_restarts = EngineRestartMonitor(
+            alerter,
+            state.redis,
+            expected_engines(settings),
+            poll_s=settings.engine.heartbeat_interval_s,
+        )
+        engine_restarts.start()
+        return cls(SecretBox(master_key), dispatcher, alerter, None, engine_restarts)
 
     async def stop(self) -> None:
+        if self.engine_restarts is not None:
+            await self.engine_restarts.stop()
         if self.alerter is not None:
             await self.alerter.stop()
         if self.dispatcher is not None:
