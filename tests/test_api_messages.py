@@ -643,3 +643,24 @@ async def test_the_openapi_document_shows_every_message_type_and_both_encodings(
         for operation in document["paths"][path].values():
             assert operation["summary"], path
             assert "404" in operation["responses"] or path == "/v1/sessions", path
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    [
+        datetime(2026, 11, 25, 23, 56, 54, 771473, tzinfo=UTC),
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2026, 1, 1, 0, 0, 0, 500, tzinfo=UTC),
+    ],
+)
+def test_the_fast_paths_202_body_is_the_documented_models_byte_for_byte(
+    created_at: datetime,
+) -> None:
+    from appliance.api.routes.messages import accepted_body, accepted_json
+    from appliance.db.models import Session
+    from appliance.services.messages import AcceptedRow
+
+    row = AcceptedRow(id="m-1", wa_id="3EB0ABC", created_at=created_at, trace_id="t-1")
+    session = Session(name="sales-1", upstream="whatsapp")
+    documented = accepted_body(row, session).model_dump_json(by_alias=True).encode()
+    assert accepted_json(row, session) == documented

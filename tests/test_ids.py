@@ -30,7 +30,8 @@ def test_uuid4_and_trace_ids_are_version_4_and_distinct() -> None:
     assert {u.variant for u in made} == {uuid.RFC_4122}
     assert len(set(made)) == len(made)
     trace = ids.hex_id()
-    assert len(trace) == 32 and uuid.UUID(trace).version == 4
+    assert len(trace) == 32
+    assert uuid.UUID(trace).version == 4
 
 
 def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:

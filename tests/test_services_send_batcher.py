@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from appliance.auth.api_keys import create_api_key
 from appliance.db.models import Message, MessageStatusEvent, Session
@@ -29,8 +29,8 @@ async def owner(db_sessionmaker: Db) -> tuple[str, str]:
 
 
 @pytest.fixture
-async def batcher(db_sessionmaker: Db, redis: aioredis.Redis) -> AsyncIterator[SendBatcher]:
-    sends = SendBatcher(db_sessionmaker, redis)
+async def batcher(db_engine: AsyncEngine, redis: aioredis.Redis) -> AsyncIterator[SendBatcher]:
+    sends = SendBatcher(db_engine, redis)
     sends.start()
     yield sends
     await sends.stop()
@@ -127,9 +127,9 @@ async def test_a_taken_idempotency_key_is_answered_false_and_the_first_send_stay
 
 
 async def test_stop_finishes_what_is_queued(
-    db_sessionmaker: Db, redis: aioredis.Redis, owner: tuple[str, str]
+    db_engine: AsyncEngine, redis: aioredis.Redis, owner: tuple[str, str]
 ) -> None:
-    sends = SendBatcher(db_sessionmaker, redis)
+    sends = SendBatcher(db_engine, redis)
     sends.start()
     waiting = [asyncio.ensure_future(sends.submit(_pending(owner))) for _ in range(20)]
     await asyncio.sleep(0)

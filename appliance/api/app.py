@@ -15,7 +15,12 @@ from appliance.api.errors import install_error_handlers
 from appliance.api.middleware import TraceMiddleware
 from appliance.api.routes import events, health, keys, media, messages, sandbox, sessions, webhooks
 from appliance.api.state import AppState
-from appliance.db.engine import create_db_engine, create_sessionmaker, create_writer_engine
+from appliance.db.engine import (
+    create_db_engine,
+    create_sessionmaker,
+    create_writer_engine,
+    is_sqlite,
+)
 from appliance.events.consumer import EventConsumer
 from appliance.redis_client import create_redis
 from appliance.services import commands
@@ -62,7 +67,14 @@ def create_app(settings: Settings) -> FastAPI:
             writer=create_sessionmaker(writer_db),
             reader=create_sessionmaker(db, read_only=True),
         )
-        state.sends = SendBatcher(state.writer, redis, stream_maxlen=commands.STREAM_MAXLEN)
+        state.sends = SendBatcher(
+            writer_db,
+            redis,
+            stream_maxlen=commands.STREAM_MAXLEN,
+            # SQLite has one writer connection; on Postgres a second batch is inserted
+            # while the first one's commit is on its way.
+            flushers=1 if is_sqlite(db) else 2,
+        )
         state.sends.start()
         app.state.wapp = state
         consumer = EventConsumer(redis=redis, writer=state.writer)

@@ -164,4 +164,4 @@ class FastSend:
             idempotency_key=idempotency.decode("latin-1") if idempotency is not None else None,
             batcher=state.sends,
         )
-        return routes.accepted_body(accepted.message, row).model_dump_json(by_alias=True).encode()
+        return routes.accepted_json(accepted.message, row)

@@ -28,12 +28,21 @@ _reads: SingleFlight[bytes | str | None] = SingleFlight()
 
 CLEAR_TTL_S = 1.0
 _MAX_REMEMBERED = 10_000
-# Per Redis client: address -> until when (monotonic) it is known to be below the limit.
-_clear: weakref.WeakKeyDictionary[aioredis.Redis, dict[str, float]] = weakref.WeakKeyDictionary()
+# Per Redis client (by id, dropped with the client): address -> until when (monotonic)
+# it is known to be below the limit.
+_clear: dict[int, dict[str, float]] = {}
+
+
+def _clear_for(redis: aioredis.Redis) -> dict[str, float]:
+    found = _clear.get(id(redis))
+    if found is None:
+        found = _clear[id(redis)] = {}
+        weakref.finalize(redis, _clear.pop, id(redis), None)
+    return found
 
 
 async def ensure_not_blocked(redis: aioredis.Redis, address: str, *, limit: int) -> None:
-    clear = _clear.setdefault(redis, {})
+    clear = _clear_for(redis)
     now = time.monotonic()
     if clear.get(address, 0.0) > now:
         return
@@ -51,7 +60,7 @@ async def ensure_not_blocked(redis: aioredis.Redis, address: str, *, limit: int)
 
 
 async def record_failure(redis: aioredis.Redis, address: str, *, window_s: int) -> None:
-    _clear.get(redis, {}).pop(address, None)
+    _clear_for(redis).pop(address, None)
     pipe = redis.pipeline()
     pipe.incr(_key(address))
     pipe.expire(_key(address), window_s, nx=True)

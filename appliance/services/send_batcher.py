@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from appliance.db.models import Message, MessageStatusEvent
 
@@ -49,36 +49,43 @@ class PendingSend:
 class SendBatcher:
     def __init__(
         self,
-        writer: async_sessionmaker[AsyncSession],
+        writer: AsyncEngine,
         redis: aioredis.Redis,
         *,
         max_batch: int = MAX_BATCH,
         stream_maxlen: int = 100_000,
+        flushers: int = 1,
     ) -> None:
         self._writer = writer
         self._redis = redis
         self._max_batch = max_batch
         self._maxlen = stream_maxlen
+        self._flushers = flushers
         self._queue: asyncio.Queue[PendingSend] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="wapp-send-batcher")
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._run(), name=f"wapp-send-batcher-{n}")
+                for n in range(self._flushers)
+            ]
 
     async def stop(self) -> None:
         """Finish what is queued, then stop."""
-        task, self._task = self._task, None
-        if task is None:
+        tasks, self._tasks = self._tasks, []
+        if not tasks:
             return
         await self._queue.join()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def submit(self, item: PendingSend) -> bool:
         """True once committed and XADDed; False when the Idempotency-Key was taken."""
-        if self._task is None:
+        if not self._tasks:
             raise RuntimeError("the send batcher is not running")
         item.future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(item)
@@ -137,9 +144,10 @@ class SendBatcher:
         _succeed(item, True)
 
     async def _insert(self, batch: list[PendingSend]) -> None:
-        async with self._writer() as db, db.begin():
-            await db.execute(_MESSAGES.insert(), [item.message for item in batch])
-            await db.execute(_STATUSES.insert(), [item.status for item in batch])
+        # A Core connection, not an ORM session: nothing here needs the unit of work.
+        async with self._writer.begin() as conn:
+            await conn.execute(_MESSAGES.insert(), [item.message for item in batch])
+            await conn.execute(_STATUSES.insert(), [item.status for item in batch])
 
     async def _xadd(self, batch: list[PendingSend]) -> None:
         pipe = self._redis.pipeline(transaction=False)
