@@ -91,6 +91,17 @@ async def test_concurrent_sends_are_all_committed_and_enqueued(
     ids = {i.message["id"] for i in items}
     assert await _stored(db_sessionmaker) == (ids, ids)
     assert sorted(await _enqueued(redis)) == sorted(ids)
+    # Batches (COPY on Postgres) store every column as a lone INSERT would.
+    async with db_sessionmaker() as s:
+        rows = {m.id: m for m in (await s.scalars(sa.select(Message))).all()}
+        statuses = {e.message_id: e for e in (await s.scalars(sa.select(MessageStatusEvent)))}
+    for item in items:
+        row, status = rows[item.message["id"]], statuses[item.message["id"]]
+        assert row.payload == item.message["payload"]
+        assert row.created_at == item.message["created_at"]
+        assert row.wa_id == item.message["wa_id"]
+        assert status.at == item.status["at"]
+        assert status.detail is None
 
 
 async def test_a_failing_row_does_not_lose_the_others(

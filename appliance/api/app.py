@@ -71,9 +71,9 @@ def create_app(settings: Settings) -> FastAPI:
             writer_db,
             redis,
             stream_maxlen=commands.STREAM_MAXLEN,
-            # SQLite has one writer connection; on Postgres a second batch is inserted
-            # while the first one's commit is on its way.
-            flushers=1 if is_sqlite(db) else 2,
+            # SQLite has one writer connection; on Postgres batches are written while
+            # earlier ones commit (measured: 4 beat 1 and 2 by a third, 8 gained nothing).
+            flushers=1 if is_sqlite(db) else 4,
         )
         state.sends.start()
         app.state.wapp = state

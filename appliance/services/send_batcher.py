@@ -1,10 +1,12 @@
 """Group commit for sends: concurrent requests' rows go to the database in one transaction.
 
 A send hands its `messages` row, its `queued` timeline row and its command to
-`SendBatcher.submit` and waits. One task takes everything waiting (up to `max_batch`),
-inserts the rows with two multi-row Core INSERTs in one writer transaction, then XADDs
-the batch's commands in one Redis pipeline, and only then answers each waiter: a 202
-still means the row is committed and the command is in Redis.
+`SendBatcher.submit` and waits. A flush task takes everything waiting (up to
+`max_batch`), writes the rows in one writer transaction (two executemany Core INSERTs;
+on Postgres two COPYs), then XADDs the batch's commands in one Redis pipeline, and only
+then answers each waiter: a 202 still means the row is committed and the command is in
+Redis. SQLite runs one flush task (it has one writer connection); Postgres runs several,
+so batches are written while earlier ones commit.
 
 When a batch fails (an Idempotency-Key taken, by another batch or by a twin in this
 one), each of its sends is retried alone, in its own transaction, as a send without
@@ -21,6 +23,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import orjson
 import redis.asyncio as aioredis
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -144,10 +147,39 @@ class SendBatcher:
         _succeed(item, True)
 
     async def _insert(self, batch: list[PendingSend]) -> None:
+        if len(batch) > 1 and self._writer.dialect.name == "postgresql":
+            await self._copy(batch)
+            return
         # A Core connection, not an ORM session: nothing here needs the unit of work.
         async with self._writer.begin() as conn:
             await conn.execute(_MESSAGES.insert(), [item.message for item in batch])
             await conn.execute(_STATUSES.insert(), [item.status for item in batch])
+
+    async def _copy(self, batch: list[PendingSend]) -> None:
+        """Postgres: both tables' rows by COPY in one transaction.
+
+        Per row, COPY costs the server a fraction of an INSERT execution (no plan, no
+        executor start), and asyncpg encodes the records in C. Any failure sends the
+        batch's items to `_settle_alone`, whose INSERTs give the usual IntegrityError.
+        """
+        messages = [item.message for item in batch]
+        statuses = [item.status for item in batch]
+        message_columns = list(messages[0])
+        status_columns = list(statuses[0])
+        async with self._writer.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            async with driver.transaction():
+                await driver.copy_records_to_table(
+                    _MESSAGES.name,
+                    columns=message_columns,
+                    records=[_copy_record(row, message_columns) for row in messages],
+                )
+                await driver.copy_records_to_table(
+                    _STATUSES.name,
+                    columns=status_columns,
+                    records=[_copy_record(row, status_columns) for row in statuses],
+                )
 
     async def _xadd(self, batch: list[PendingSend]) -> None:
         pipe = self._redis.pipeline(transaction=False)
@@ -172,3 +204,11 @@ def _succeed(item: PendingSend, result: bool) -> None:
 def _fail(item: PendingSend, exc: BaseException) -> None:
     if not item.future.done():
         item.future.set_exception(exc)
+
+
+def _copy_record(row: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
+    # JSON documents go as text, which is what the JSONB codec takes.
+    return tuple(
+        orjson.dumps(value).decode() if isinstance(value, dict | list) else value
+        for value in (row[column] for column in columns)
+    )
