@@ -73,3 +73,11 @@ def uuid7() -> uuid.UUID:
         | rand & 0x3FFF_FFFF_FFFF_FFFF
     )
     return uuid.UUID(int=value)
+
+
+def uuid7_time_prefix() -> str:
+    """The first 14 characters of a UUID7 made now ("tttttttt-tttt-"), for ids that the
+    database completes with its own random digits (the webhook outbox's INSERT ... SELECT)."""
+    millis = (time.time_ns() // 1_000_000) & 0xFFFF_FFFF_FFFF
+    digits = f"{millis:012x}"
+    return f"{digits[:8]}-{digits[8:]}-"

@@ -385,6 +385,39 @@ async def test_events_go_only_to_the_endpoints_they_match(
             r.stop()
 
 
+async def test_outbox_rows_get_distinct_uuid7_ids_of_their_enqueue_time(
+    wh_client: httpx.AsyncClient,
+    admin_key: str,
+    db_sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    import time
+    import uuid
+
+    import sqlalchemy as sa
+
+    from appliance.db.models import WebhookDelivery
+
+    for port in (1, 2, 3):  # nothing listens there; only the rows matter here
+        await _create(wh_client, admin_key, url=f"http://127.0.0.1:{port}/hook")
+    before = time.time_ns() // 1_000_000
+    assert (
+        await feed(
+            db_sessionmaker,
+            [state_event("x"), state_event("y")],
+            owner_key_id=None,
+            session_id=None,
+        )
+        == 6
+    )
+    after = time.time_ns() // 1_000_000
+    async with db_sessionmaker() as db:
+        made = [uuid.UUID(i) for i in (await db.scalars(sa.select(WebhookDelivery.id))).all()]
+    assert len(set(made)) == 6
+    assert {u.version for u in made} == {7}
+    assert {u.variant for u in made} == {uuid.RFC_4122}
+    assert all(before <= u.int >> 80 <= after for u in made)
+
+
 async def test_bad_input_answers_422(wh_client: httpx.AsyncClient, admin_key: str) -> None:
     for body in (
         {},

@@ -229,8 +229,19 @@ class WebhookDelivery(Table, table=True):
         _in("status", ("pending", "delivered", "failed", "dead"), "status"),
         # A replayed event stream cannot enqueue an event twice; a replay resets the row.
         sa.UniqueConstraint("webhook_id", "event_id"),
-        # The dispatcher's claim: due rows.
-        sa.Index("ix_webhook_deliveries_status_next_attempt", "status", "next_attempt_at"),
+        # The dispatcher's reads: pending rows only, per endpoint in sending order (a
+        # delivered row leaves the index). Queries must say `status = 'pending'` as a
+        # literal (`dispatcher.PENDING`) for the planners to use it.
+        sa.Index(
+            "ix_webhook_deliveries_pending",
+            "webhook_id",
+            "created_at",
+            "id",
+            "next_attempt_at",
+            "session",
+            sqlite_where=sa.text("status = 'pending'"),
+            postgresql_where=sa.text("status = 'pending'"),
+        ),
         # Listing per endpoint, and in-order delivery per (endpoint, session).
         sa.Index(
             "ix_webhook_deliveries_webhook_session_created", "webhook_id", "session", "created_at"

@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import httpx
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,6 +31,7 @@ from appliance.db.types import new_id, utcnow
 from appliance.settings import WebhooksSettings
 from appliance.webhooks import signing, ssrf
 from appliance.webhooks.crypto import SecretBox
+from appliance.webhooks.http_client import HTTP_ERRORS, EndpointClient
 from appliance.webhooks.service import signing_secrets
 
 log = logging.getLogger("appliance.webhooks")
@@ -39,6 +39,9 @@ log = logging.getLogger("appliance.webhooks")
 _DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
 _WEBHOOKS = Webhook.__table__  # type: ignore[attr-defined]
 _ATTEMPTS = WebhookDeliveryAttempt.__table__  # type: ignore[attr-defined]
+# A literal, not a bound parameter: only then may SQLite and Postgres read the partial
+# index of pending rows (`ix_webhook_deliveries_pending`).
+PENDING = sa.text("webhook_deliveries.status = 'pending'")
 
 
 def backoff_s(attempts: int, settings: WebhooksSettings) -> float:
@@ -148,8 +151,7 @@ class Dispatcher:
         self._endpoints: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        # One small pool per endpoint: httpcore scans its whole pool on every request.
-        self._clients: dict[str, httpx.AsyncHTTPTransport] = {}
+        self._clients: dict[str, EndpointClient] = {}
         self._resolved: dict[tuple[str, int], tuple[float, bool]] = {}
         # Group commit: endpoints hand their outcomes to one writer, which records what
         # has accumulated in one transaction (few write transactions however many endpoints).
@@ -221,7 +223,7 @@ class Dispatcher:
                         .select_from(_DELIVERIES)
                         .where(
                             _DELIVERIES.c.webhook_id == _WEBHOOKS.c.id,
-                            _DELIVERIES.c.status == "pending",
+                            PENDING,
                             _DELIVERIES.c.next_attempt_at <= now,
                         )
                         .exists()
@@ -298,21 +300,19 @@ class Dispatcher:
         """Due rows grouped by session, oldest first; a session whose oldest pending row
         is waiting for a retry sends nothing newer (per-session order)."""
         now = utcnow()
-        blocked = dict(
-            (
-                await db.execute(
-                    sa.select(_DELIVERIES.c.session, sa.func.min(_DELIVERIES.c.created_at))
-                    .where(
-                        _DELIVERIES.c.webhook_id == webhook_id,
-                        _DELIVERIES.c.status == "pending",
-                        _DELIVERIES.c.next_attempt_at > now,
-                    )
-                    .group_by(_DELIVERIES.c.session)
-                )
+        # Each waiting session's oldest waiting row. Not a GROUP BY: that would lead the
+        # planners to an index over every row the endpoint ever had.
+        blocked: dict[str | None, datetime] = {}
+        waiting = await db.execute(
+            sa.select(_DELIVERIES.c.session, _DELIVERIES.c.created_at).where(
+                _DELIVERIES.c.webhook_id == webhook_id,
+                PENDING,
+                _DELIVERIES.c.next_attempt_at > now,
             )
-            .tuples()
-            .all()
         )
+        for session, created in waiting.tuples():
+            if session not in blocked or _aware(created) < blocked[session]:
+                blocked[session] = _aware(created)
         rows = (
             await db.execute(
                 sa.select(
@@ -325,7 +325,7 @@ class Dispatcher:
                 )
                 .where(
                     _DELIVERIES.c.webhook_id == webhook_id,
-                    _DELIVERIES.c.status == "pending",
+                    PENDING,
                     _DELIVERIES.c.next_attempt_at <= now,
                 )
                 .order_by(_DELIVERIES.c.created_at, _DELIVERIES.c.id)
@@ -336,7 +336,7 @@ class Dispatcher:
         for r in rows:
             created = r.created_at
             first_blocked = blocked.get(r.session)
-            if first_blocked is not None and _aware(first_blocked) < _aware(created):
+            if first_blocked is not None and first_blocked < _aware(created):
                 continue
             groups.setdefault(r.session, []).append(
                 _Row(r.id, r.event_id, r.session, r.payload, r.attempts, _aware(created))
@@ -357,33 +357,12 @@ class Dispatcher:
                     break
         return outcomes
 
-    def _client(self, webhook_id: str) -> httpx.AsyncHTTPTransport:
-        """httpx's pooled transport, used directly: the client's layers (auth, redirects,
-        cookies, header merging) cost about a third of a send and none of them apply."""
+    def _client(self, webhook_id: str) -> EndpointClient:
         client = self._clients.get(webhook_id)
         if client is None:
-            n = self.settings.per_endpoint_concurrency
-            client = httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n)
-            )
+            client = EndpointClient(self.settings.per_endpoint_concurrency)
             self._clients[webhook_id] = client
         return client
-
-    async def _post(self, webhook_id: str, url: str, body: bytes, headers: dict[str, str]) -> Any:
-        t = self.settings.timeout_s
-        request = httpx.Request(
-            "POST",
-            url,
-            content=body,
-            headers=headers,
-            extensions={"timeout": {"connect": t, "read": t, "write": t, "pool": t}},
-        )
-        response = await self._client(webhook_id).handle_async_request(request)
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        return response
 
     async def _send_one(self, hook: Webhook, secrets: list[str], row: _Row) -> Outcome:
         body = orjson.dumps(row.payload)
@@ -395,16 +374,18 @@ class Dispatcher:
         error: str | None = None
         try:
             await self._check_target(hook.url)
-            response = await self._post(hook.id, hook.url, body, headers)
-            code = response.status_code
-            retry_after = response.headers.get("retry-after")
+            reply = await self._client(hook.id).post(
+                hook.url, body, headers, timeout_s=self.settings.timeout_s
+            )
+            code = reply.status
+            retry_after = reply.headers.get("retry-after")
             if not 200 <= code < 300:
-                error = response.text[:500] or None
+                error = reply.text[:500] or None
         except ssrf.BlockedAddress as exc:
             latency = int((time.perf_counter() - started) * 1000)
             out = Outcome(row.id, row.attempts + 1, now, None, latency, exc.message, "failed")
             return out
-        except httpx.HTTPError as exc:
+        except HTTP_ERRORS as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         latency = int((time.perf_counter() - started) * 1000)
         return classify(

@@ -15,6 +15,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from appliance import ids
 from appliance.contracts import Event
 from appliance.db.models import ApiKey, Webhook, WebhookDelivery
 from appliance.db.types import JSONDocument, UTCDateTime, utcnow
@@ -97,18 +98,21 @@ WHERE w.enabled = :enabled
   AND (w.event_types IS NULL OR {listed})
 ON CONFLICT DO NOTHING
 """
-# A version-4 UUID from random bytes; non-deterministic functions run once per row.
+# Row ids are UUID7 (as `ids.uuid7`): the time part comes from Python (`:id_time`,
+# "tttttttt-tttt-"), the version and random parts from the database, once per row.
 _SQLITE_UUID = (
-    "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' "
-    "|| substr(hex(randomblob(2)), 2) || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) "
+    ":id_time || lower('7' || substr(hex(randomblob(2)), 2) || '-' "
+    "|| substr('89ab', 1 + (abs(random()) % 4), 1) "
     "|| substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)))"
 )
+# gen_random_uuid() is version 4: keep its variant and random digits, set version 7.
+_POSTGRES_UUID = ":id_time || '7' || substr(CAST(gen_random_uuid() AS VARCHAR), 16)"
 
 
 def _enqueue_statement(dialect: str) -> sa.TextClause:
     if dialect == "postgresql":
         sql = _ENQUEUE.format(
-            new_id="CAST(gen_random_uuid() AS VARCHAR)",
+            new_id=_POSTGRES_UUID,
             listed="jsonb_exists(w.event_types, CAST(:event_type AS VARCHAR))",
         )
     else:
@@ -143,6 +147,7 @@ async def enqueue_deliveries(
         await db.execute(
             _STATEMENTS[dialect],
             {
+                "id_time": ids.uuid7_time_prefix(),
                 "event_id": str(event.id),
                 "event_type": event.type,
                 "session": event.session,
