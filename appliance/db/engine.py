@@ -58,7 +58,11 @@ def create_db_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     url = parse_database_url(settings)
     if url.get_backend_name() == "sqlite":
         engine = create_async_engine(
-            url, pool_size=settings.database.pool_size, json_serializer=_json_text, **kwargs
+            url,
+            pool_size=settings.database.pool_size,
+            json_serializer=_json_text,
+            json_deserializer=orjson.loads,
+            **kwargs,
         )
         _sqlite_discipline(engine, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
         return engine
@@ -66,6 +70,7 @@ def create_db_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         url,
         pool_size=settings.database.pool_size,
         json_serializer=_json_text,
+        json_deserializer=orjson.loads,
         # A restarted Postgres must not leave /readyz failing on dead pooled connections.
         pool_pre_ping=True,
         **kwargs,
@@ -114,7 +119,11 @@ def create_writer_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine
     if not is_sqlite(engine):
         return engine
     writer = create_async_engine(
-        engine.url, pool_size=1, max_overflow=0, json_serializer=_json_text
+        engine.url,
+        pool_size=1,
+        max_overflow=0,
+        json_serializer=_json_text,
+        json_deserializer=orjson.loads,
     )
     _sqlite_discipline(writer, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
     return writer

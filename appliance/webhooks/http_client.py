@@ -8,7 +8,8 @@ of extra attributes built on every lookup, and a poll(2) on every pooled connect
 before each reuse. This client keeps httpcore's connection pool and HTTP/1.1 (h11)
 handling and gives it a network backend on asyncio's own streams, where checking an
 idle connection for a close is a look at the stream, not a system call. On SQLite the
-benchmark went from about 720 to about 990 deliveries/s, the rate it was offered.
+benchmark went from about 720 deliveries/s (p99 30 s) to the 1,040/s it was offered
+(p99 0.56 s), with the outbox index and write coalescing of the same day.
 
 TLS goes through `StreamWriter.start_tls`, with httpcore's default context (certifi).
 """
@@ -38,11 +39,18 @@ MAX_BODY: Final = 64 * 1024
 
 
 class AsyncioStream(httpcore.AsyncNetworkStream):
+    """One connection. Writes are held until the next read: httpcore writes a request's
+    head and body separately, and sending them as one segment saves a system call and a
+    packet per delivery."""
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
+        self._held: list[bytes] = []
+        self._held_size = 0
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        await self._flush(timeout)
         try:
             async with asyncio.timeout(timeout):
                 return await self._reader.read(max_bytes)
@@ -54,8 +62,19 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
             return
+        self._held.append(buffer)
+        self._held_size += len(buffer)
+        if self._held_size >= 65536:  # a big body goes out as it comes
+            await self._flush(timeout)
+
+    async def _flush(self, timeout: float | None) -> None:
+        if not self._held:
+            return
+        data = b"".join(self._held)
+        self._held.clear()
+        self._held_size = 0
         try:
-            self._writer.write(buffer)
+            self._writer.write(data)
             async with asyncio.timeout(timeout):
                 await self._writer.drain()
         except TimeoutError as exc:
