@@ -2,11 +2,13 @@
 
 A send hands its `messages` row, its `queued` timeline row and its command to
 `SendBatcher.submit` and waits. A flush task takes everything waiting (up to
-`max_batch`), writes the rows in one writer transaction (two executemany Core INSERTs;
-on Postgres two COPYs), then XADDs the batch's commands in one Redis pipeline, and only
-then answers each waiter: a 202 still means the row is committed and the command is in
+`max_batch`) and writes the rows in one writer transaction (two executemany Core
+INSERTs; on Postgres two COPYs); the batch's commands are then XADDed in one Redis
+pipeline, and only then is each waiter answered: a 202 still means the row is committed and the command is in
 Redis. SQLite runs one flush task (it has one writer connection); Postgres runs several,
-so batches are written while earlier ones commit.
+so batches are written while earlier ones commit. Committed batches go to one enqueue
+task, which XADDs them in commit order and answers: the next batch is being written
+meanwhile, so the database never waits for Redis.
 
 When a batch fails (an Idempotency-Key taken, by another batch or by a twin in this
 one), each of its sends is retried alone, in its own transaction, as a send without
@@ -65,6 +67,7 @@ class SendBatcher:
         self._maxlen = stream_maxlen
         self._flushers = flushers
         self._queue: asyncio.Queue[PendingSend] = asyncio.Queue()
+        self._committed: asyncio.Queue[list[PendingSend]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -73,6 +76,9 @@ class SendBatcher:
                 asyncio.create_task(self._run(), name=f"wapp-send-batcher-{n}")
                 for n in range(self._flushers)
             ]
+            self._tasks.append(
+                asyncio.create_task(self._enqueue_committed(), name="wapp-send-enqueuer")
+            )
 
     async def stop(self) -> None:
         """Finish what is queued, then stop."""
@@ -97,34 +103,59 @@ class SendBatcher:
         return await item.future
 
     async def _run(self) -> None:
+        """The commit stage: take what waits, write it, pass it on to be enqueued."""
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await self._flush(batch)
+                committed = await self._commit(batch)
             except BaseException as exc:  # every waiter must hear
+                for item in batch:
+                    _fail(item, exc)
+                self._done(batch)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            if committed:
+                self._committed.put_nowait(batch)
+            else:
+                self._done(batch)
+
+    async def _enqueue_committed(self) -> None:
+        """The enqueue stage: XADD committed batches in commit order, then answer.
+
+        A stage of its own so the next batch is written while this one's Redis round
+        trip and answers happen: the database never waits for Redis.
+        """
+        while True:
+            batch = await self._committed.get()
+            try:
+                await self._xadd(batch)
+                for item in batch:
+                    _succeed(item, True)
+            except BaseException as exc:
                 for item in batch:
                     _fail(item, exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
             finally:
-                for _ in batch:
-                    self._queue.task_done()
+                self._done(batch)
 
-    async def _flush(self, batch: list[PendingSend]) -> None:
+    def _done(self, batch: list[PendingSend]) -> None:
+        for _ in batch:
+            self._queue.task_done()
+
+    async def _commit(self, batch: list[PendingSend]) -> bool:
+        """True: the batch is committed and waits to be enqueued. False: it failed and
+        each send was settled alone (committed and enqueued, or answered its error)."""
         try:
             await self._insert(batch)
         except Exception:
-            if len(batch) == 1:
-                await self._settle_alone(batch[0])
-                return
             for item in batch:
                 await self._settle_alone(item)
-            return
-        await self._xadd(batch)
-        for item in batch:
-            _succeed(item, True)
+            return False
+        return True
 
     async def _settle_alone(self, item: PendingSend) -> None:
         """One send in its own transaction: the batch it came in failed."""
