@@ -4,11 +4,12 @@ A send hands its `messages` row, its `queued` timeline row and its command to
 `SendBatcher.submit` and waits. A flush task takes everything waiting (up to
 `max_batch`) and writes the rows in one writer transaction (two executemany Core
 INSERTs; on Postgres two COPYs); the batch's commands are then XADDed in one Redis
-pipeline, and only then is each waiter answered: a 202 still means the row is committed and the command is in
-Redis. SQLite runs one flush task (it has one writer connection); Postgres runs several,
-so batches are written while earlier ones commit. Committed batches go to one enqueue
-task, which XADDs them in commit order and answers: the next batch is being written
-meanwhile, so the database never waits for Redis.
+pipeline, and only then is each waiter answered: a 202 still means the row is
+committed and the command is in Redis. SQLite runs one flush task (it has one writer
+connection); Postgres runs several, so batches are written while earlier ones commit.
+Committed batches go to one enqueue task, which XADDs them in commit order and
+answers: the next batch is being written meanwhile, so the database never waits for
+Redis.
 
 When a batch fails (an Idempotency-Key taken, by another batch or by a twin in this
 one), each of its sends is retried alone, in its own transaction, as a send without
