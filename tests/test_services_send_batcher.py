@@ -163,3 +163,38 @@ async def test_a_waiter_that_goes_away_does_not_take_its_send_with_it(
     ids = {i.message["id"] for i in items}
     assert await _stored(db_sessionmaker) == (ids, ids)
     assert sorted(await _enqueued(redis)) == sorted(ids)
+
+
+async def test_a_batch_stores_every_column_as_text_exactly_as_a_lone_insert_does(
+    batcher: SendBatcher, owner: tuple[str, str], db_sessionmaker: Db
+) -> None:
+    """SQLite batches bypass Core's per-row processing (Postgres ones use COPY): the
+    stored values must be the very ones Core stores, or comparisons and cursors break."""
+    from datetime import timedelta
+
+    when = utcnow().replace(microsecond=0) + timedelta(hours=1)  # .000000 included
+    alone = _pending(owner, idempotency_key="alone")
+    many = [_pending(owner, idempotency_key=f"k{i}") for i in range(300)]  # > one chunk
+    for item in [alone, *many]:
+        item.message.update(created_at=when, updated_at=when, payload={"a": [1, "ü"]})
+        item.status["at"] = when
+    assert await batcher.submit(alone) is True  # a batch of one: the Core INSERT
+    assert await asyncio.gather(*(batcher.submit(i) for i in many)) == [True] * 300
+
+    columns = "id, created_at, updated_at, payload, status, wa_id, request_hash"
+    async with db_sessionmaker() as s:
+        rows = {
+            r[0]: r[1:] for r in (await s.execute(sa.text(f"SELECT {columns} FROM messages"))).all()
+        }
+        statuses = {
+            r[0]: r[1:]
+            for r in (
+                await s.execute(sa.text("SELECT message_id, at, detail FROM message_status_events"))
+            ).all()
+        }
+    reference = rows[alone.message["id"]]
+    for item in many:
+        stored = rows[item.message["id"]]
+        assert stored[:4] == reference[:4]  # created_at, updated_at, payload, status
+        assert stored[4] == item.message["wa_id"]
+        assert statuses[item.message["id"]] == statuses[alone.message["id"]]
