@@ -26,6 +26,9 @@ def serve(settings: Settings, *, config_path: Path | None) -> None:
             host=api.host,
             port=api.port,
             log_level=log_level,
+            # TraceMiddleware writes one structured line per request (with its trace id);
+            # uvicorn's own access line would be a second, unstructured one.
+            access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
         server = uvicorn.Server(config)
@@ -43,5 +46,6 @@ def serve(settings: Settings, *, config_path: Path | None) -> None:
         host=api.host,
         port=api.port,
         log_level=log_level,
+        access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
