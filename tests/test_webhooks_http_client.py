@@ -1,5 +1,6 @@
 """The dispatcher's HTTP client against real local servers: plain and TLS, keep-alive,
-a server that hangs up, answers too big to keep, and every way a send can fail."""
+a server that hangs up, answers too big to keep, every way a send can fail, and the
+SSRF guard at connect time."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from appliance.webhooks import ssrf
 from appliance.webhooks.http_client import HTTP_ERRORS, MAX_BODY, EndpointClient
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -70,7 +72,7 @@ def answering(status: bytes, body: bytes = b"", extra: bytes = b"") -> tuple[Han
 
 async def test_posts_reuse_one_kept_alive_connection_and_read_the_answer() -> None:
     handle, connections = answering(b"429 Too Many Requests", b"slow down", b"Retry-After: 7\r\n")
-    client = EndpointClient(2)
+    client = EndpointClient(2, allow_private=True)
     async with serving(handle) as port:
         for _ in range(5):
             reply = await client.post(
@@ -94,7 +96,7 @@ async def test_the_request_arrives_with_its_body_and_headers() -> None:
         await writer.drain()
         writer.close()
 
-    client = EndpointClient(1)
+    client = EndpointClient(1, allow_private=True)
     async with serving(handle) as port:
         reply = await client.post(
             f"http://127.0.0.1:{port}/in?x=1",
@@ -120,7 +122,7 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
         await writer.drain()
         writer.close()  # no keep-alive, though the answer did not say so
 
-    client = EndpointClient(1)
+    client = EndpointClient(1, allow_private=True)
     async with serving(handle) as port:
         url = f"http://127.0.0.1:{port}/hook"
         assert (await client.post(url, b"1", {}, timeout_s=5)).status == 200
@@ -132,7 +134,7 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
 
 async def test_only_the_first_64_kib_of_a_big_answer_are_kept() -> None:
     handle, _ = answering(b"500 Internal Server Error", b"x" * (MAX_BODY * 4))
-    client = EndpointClient(1)
+    client = EndpointClient(1, allow_private=True)
     async with serving(handle) as port:
         reply = await client.post(f"http://127.0.0.1:{port}/", b"{}", {}, timeout_s=5)
     await client.aclose()
@@ -141,7 +143,7 @@ async def test_only_the_first_64_kib_of_a_big_answer_are_kept() -> None:
 
 
 async def test_refused_silent_and_garbled_servers_raise_send_errors() -> None:
-    client = EndpointClient(1)
+    client = EndpointClient(1, allow_private=True)
     async with serving(answering(b"200 OK")[0]) as port:
         pass  # closed again: nothing listens on `port` now
     with pytest.raises(HTTP_ERRORS) as refused:
@@ -214,8 +216,9 @@ async def test_https_goes_through_tls_and_an_untrusted_certificate_is_refused(
 ) -> None:
     server_tls, client_tls = _self_signed(tmp_path)
     handle, connections = answering(b"200 OK", b"secure")
-    trusting = EndpointClient(1, ssl_context=client_tls)
-    default = EndpointClient(1)  # certifi's roots: our certificate is not among them
+    trusting = EndpointClient(1, allow_private=True, ssl_context=client_tls)
+    # certifi's roots: our certificate is not among them
+    default = EndpointClient(1, allow_private=True)
     async with serving(handle, tls=server_tls) as port:
         url = f"https://127.0.0.1:{port}/hook"
         for _ in range(2):
@@ -229,3 +232,24 @@ async def test_https_goes_through_tls_and_an_untrusted_certificate_is_refused(
     assert type(refused.value).__name__ == "ConnectError"
     assert "certificate" in str(refused.value).lower()
     assert len(connections) == 1  # the trusted one, kept alive
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+async def test_a_private_target_is_refused_before_any_connection_is_made(host: str) -> None:
+    handle, connections = answering(b"200 OK")
+    guarded = EndpointClient(1)  # private targets not allowed: the default
+    async with serving(handle) as port:
+        with pytest.raises(ssrf.BlockedAddress) as refused:
+            await guarded.post(f"http://{host}:{port}/hook", b"{}", {}, timeout_s=5)
+        await asyncio.sleep(0.05)
+    await guarded.aclose()
+    assert "private or local" in refused.value.message
+    assert connections == []  # the check comes before the connection, not after
+
+
+async def test_a_host_that_does_not_resolve_is_a_send_error() -> None:
+    guarded = EndpointClient(1)
+    with pytest.raises(HTTP_ERRORS) as failed:
+        await guarded.post("http://no-such-host.invalid/hook", b"{}", {}, timeout_s=5)
+    await guarded.aclose()
+    assert "does not resolve" in str(failed.value)

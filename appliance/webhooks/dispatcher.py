@@ -152,7 +152,6 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._clients: dict[str, EndpointClient] = {}
-        self._resolved: dict[tuple[str, int], tuple[float, bool]] = {}
         # Group commit: endpoints hand their outcomes to one writer, which records what
         # has accumulated in one transaction (few write transactions however many endpoints).
         self._queue: list[tuple[str, list[Outcome], asyncio.Future[None]]] = []
@@ -360,7 +359,10 @@ class Dispatcher:
     def _client(self, webhook_id: str) -> EndpointClient:
         client = self._clients.get(webhook_id)
         if client is None:
-            client = EndpointClient(self.settings.per_endpoint_concurrency)
+            client = EndpointClient(
+                self.settings.per_endpoint_concurrency,
+                allow_private=self.settings.allow_private,
+            )
             self._clients[webhook_id] = client
         return client
 
@@ -373,7 +375,7 @@ class Dispatcher:
         retry_after: str | None = None
         error: str | None = None
         try:
-            await self._check_target(hook.url)
+            # The SSRF guard runs as each connection is opened (`http_client`).
             reply = await self._client(hook.id).post(
                 hook.url, body, headers, timeout_s=self.settings.timeout_s
             )
@@ -397,25 +399,6 @@ class Dispatcher:
             at=utcnow(),
             settings=self.settings,
         )
-
-    async def _check_target(self, url: str) -> None:
-        """The SSRF guard at send time, after DNS (cached a few seconds per host)."""
-        if self.settings.allow_private:
-            return
-        host, port = ssrf.check_url_syntax(url)
-        cached = self._resolved.get((host, port))
-        if cached is not None and cached[0] > time.monotonic():
-            if not cached[1]:
-                raise ssrf.BlockedAddress(f"webhook host {host} resolves to a private address")
-            return
-        try:
-            await ssrf.check_url(url, allow_private=False)
-            ok = True
-        except ssrf.BlockedAddress:
-            ok = False
-        self._resolved[(host, port)] = (time.monotonic() + 5.0, ok)
-        if not ok:
-            raise ssrf.BlockedAddress(f"webhook host {host} resolves to a private address")
 
     async def _record(self, webhook_id: str, outcomes: list[Outcome]) -> None:
         """Hand a round's outcomes to the recorder; returns once they are committed."""

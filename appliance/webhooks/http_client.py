@@ -27,6 +27,8 @@ from typing import Any, Final
 
 import httpcore
 
+from appliance.webhooks import ssrf
+
 # Every error a send can end with; the dispatcher records it and retries.
 HTTP_ERRORS: Final = (
     httpcore.TimeoutException,
@@ -116,6 +118,15 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
 
 class AsyncioBackend(httpcore.AsyncNetworkBackend):
+    """Connections for the dispatcher. Unless private targets are allowed, the host is
+    resolved here, every address it has is checked (`ssrf.is_blocked`), and the
+    connection goes to a checked address: no second lookup, so a DNS answer that
+    changes after the check (rebinding) cannot reach a private address. TLS still
+    verifies the certificate against the host name (httpcore passes it to start_tls)."""
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self._allow_private = allow_private
+
     async def connect_tcp(
         self,
         host: str,
@@ -124,11 +135,11 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        local = (local_address, 0) if local_address else None
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, local_addr=(local_address, 0) if local_address else None
-                )
+                targets = [host] if self._allow_private else await _checked(host, port)
+                reader, writer = await _open_first(targets, port, local)
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(f"timed out connecting to {host}:{port}") from exc
         except OSError as exc:
@@ -150,6 +161,35 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
+async def _checked(host: str, port: int) -> list[str]:
+    """The host's addresses, or ssrf.BlockedAddress when any of them is not public."""
+    try:
+        addresses = await ssrf.resolve(host, port)
+    except OSError as exc:
+        raise httpcore.ConnectError(f"webhook host {host} does not resolve: {exc}") from exc
+    blocked = [a for a in addresses if ssrf.is_blocked(a)]
+    if blocked or not addresses:
+        raise ssrf.BlockedAddress(
+            f"webhook host {host} resolves to a private or local address",
+            details={"addresses": blocked},
+        )
+    return addresses
+
+
+async def _open_first(
+    targets: list[str], port: int, local: tuple[str, int] | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the first target that takes one (as a resolver's list is tried)."""
+    last: OSError | None = None
+    for target in targets:
+        try:
+            return await asyncio.open_connection(target, port, local_addr=local)
+        except OSError as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int
@@ -161,18 +201,25 @@ class EndpointClient:
     """A pool of keep-alive connections for one endpoint (httpcore scans its whole pool
     on every request, so small pools per endpoint beat one big one)."""
 
-    def __init__(self, connections: int, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        connections: int,
+        *,
+        allow_private: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,
             max_connections=connections,
             max_keepalive_connections=connections,
-            network_backend=AsyncioBackend(),
+            network_backend=AsyncioBackend(allow_private=allow_private),
         )
 
     async def post(
         self, url: str, body: bytes, headers: dict[str, str], *, timeout_s: float
     ) -> Reply:
-        """POST `body`; raises one of HTTP_ERRORS when no answer came."""
+        """POST `body`; raises one of HTTP_ERRORS when no answer came, and
+        ssrf.BlockedAddress when the host is not a public address (unless allowed)."""
         t = timeout_s
         async with self._pool.stream(
             "POST",

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import httpx
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,6 +27,7 @@ from appliance.errors import NotFound, ValidationFailed
 from appliance.settings import WebhooksSettings
 from appliance.webhooks import signing, ssrf
 from appliance.webhooks.crypto import SecretBox, new_secret
+from appliance.webhooks.http_client import HTTP_ERRORS, EndpointClient
 
 Sessions = async_sessionmaker[AsyncSession]
 ALL = object()
@@ -315,15 +315,17 @@ async def send_test(
     )
     headers = signing.headers(signing_secrets(box, hook, now), event_id, int(now.timestamp()), body)
     started = time.perf_counter()
+    # The dispatcher's client: the same connection-time SSRF guard as real deliveries.
+    client = EndpointClient(1, allow_private=settings.allow_private)
     try:
-        await ssrf.check_url(hook.url, allow_private=settings.allow_private)
-        async with httpx.AsyncClient(timeout=settings.timeout_s) as client:
-            response = await client.post(hook.url, content=body, headers=headers)
-        code: int | None = response.status_code
-        error = None if 200 <= response.status_code < 300 else response.text[:500]
+        reply = await client.post(hook.url, body, headers, timeout_s=settings.timeout_s)
+        code: int | None = reply.status
+        error = None if 200 <= reply.status < 300 else reply.text[:500]
     except ssrf.BlockedAddress as exc:
         code, error = None, exc.message
-    except httpx.HTTPError as exc:
+    except HTTP_ERRORS as exc:
         code, error = None, f"{type(exc).__name__}: {exc}"
+    finally:
+        await client.aclose()
     latency = int((time.perf_counter() - started) * 1000)
     return TestResult(event_id, code, latency, error)

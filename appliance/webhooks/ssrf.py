@@ -1,7 +1,8 @@
 """The SSRF guard: webhook URLs must not reach the box itself or its private networks.
 
-Checked when an endpoint is created (syntax and resolution) and again before each send,
-after DNS, so a name that later resolves to a private address is refused then.
+Checked when an endpoint is created (syntax and resolution), and again by the
+dispatcher's network backend (`http_client.AsyncioBackend`) each time it opens a
+connection: it resolves the host, checks every address, and connects to a checked one.
 """
 
 from __future__ import annotations
