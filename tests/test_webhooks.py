@@ -509,6 +509,100 @@ async def test_secrets_are_stored_encrypted(
     assert hook["secret"] not in stored
 
 
+async def test_sends_are_bounded_per_endpoint_and_overall(
+    make_settings: Any,
+    database_url: str,
+    redis: Any,
+    admin_key: str,
+    db_sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Two connections per endpoint, three in all: two endpoints never get four at once."""
+    from appliance.security.master_key import create_master_key
+    from tests.test_webhooks_support import InFlight
+
+    settings = make_settings(
+        database={"url": database_url},
+        webhooks={
+            "allow_private": True,
+            "poll_interval_s": 0.05,
+            "per_endpoint_concurrency": 2,
+            "max_concurrency": 3,
+        },
+    )
+    create_master_key(settings.master_key_path)
+    overall = InFlight()
+    a, b = (Receiver(delay_s=0.1, shared=overall).start() for _ in range(2))
+    try:
+        async with running_api_for(settings) as client:
+            for r in (a, b):
+                await _create(client, admin_key, url=r.url)
+            # Eight sessions: enough independent in-order streams to use every connection.
+            events = [status_event(f"s{i % 8}", i) for i in range(32)]
+            await feed(db_sessionmaker, events, owner_key_id=None, session_id=None)
+            await wait_for(lambda: len(a.received) == 32 and len(b.received) == 32, 30)
+    finally:
+        a.stop()
+        b.stop()
+    assert max(a.in_flight.most, b.in_flight.most) == 2
+    assert overall.most == 3
+
+
+def _classify(code: int | None, retry_after: str | None = None, **row: Any) -> Any:
+    from appliance.settings import WebhooksSettings
+    from appliance.webhooks.dispatcher import _Row, classify
+
+    at = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    made = _Row(
+        id="d1",
+        event_id="e1",
+        session="s",
+        payload={},
+        attempts=row.get("attempts", 0),
+        created_at=row.get("created_at", at),
+    )
+    return classify(
+        made,
+        status_code=code,
+        retry_after=retry_after,
+        error=None,
+        latency_ms=3,
+        at=at,
+        settings=WebhooksSettings(),
+    ), at
+
+
+def test_each_answer_is_classified_as_the_issue_says() -> None:
+    assert _classify(204)[0].verdict == "delivered"
+    gone, _ = _classify(410)
+    assert (gone.verdict, gone.disable_endpoint) == ("failed", "the receiver answered 410 Gone")
+    for permanent in (400, 401, 404, 422):
+        assert _classify(permanent)[0].verdict == "failed"
+    for again in (408, 500, 503, None):  # None: no answer (timeout, refused)
+        outcome, at = _classify(again)
+        assert outcome.verdict == "retry"
+        # The first retry: 5 s by default, with equal jitter (half of it fixed).
+        assert timedelta(seconds=2.5) <= outcome.next_attempt_at - at <= timedelta(seconds=5)
+    honoured, at = _classify(429, "120")
+    assert (honoured.verdict, honoured.next_attempt_at - at) == ("retry", timedelta(seconds=120))
+
+
+def test_backoff_grows_to_an_hour_and_the_last_try_is_dead_lettered() -> None:
+    from appliance.settings import WebhooksSettings
+    from appliance.webhooks.dispatcher import backoff_s
+
+    defaults = WebhooksSettings()
+    delays = [backoff_s(n, defaults) for n in range(1, 16)]
+    assert 2.5 <= delays[0] <= 5
+    assert all(d <= 3600 for d in delays)
+    assert delays[-1] >= 1800  # capped at an hour, jitter keeps at least half
+    # A try whose next attempt would fall past the 24 h window is the last: dead.
+    # Made 23 h 50 min before this try: even the shortest next wait (30 min) is too late.
+    started = datetime(2026, 11, 25, 12, 10, tzinfo=UTC)
+    outcome, _ = _classify(500, attempts=14, created_at=started)
+    assert outcome.verdict == "dead"
+    assert outcome.next_attempt_at is None
+
+
 @pytest.mark.parametrize(("value", "expected"), [("7", 7.0), (None, None), ("soon", None)])
 def test_retry_after_is_read_in_seconds(value: str | None, expected: float | None) -> None:
     from appliance.webhooks.dispatcher import retry_after_s

@@ -42,13 +42,37 @@ class Received:
 
 
 @dataclass
+class InFlight:
+    """Requests being answered right now, and the most there ever were (shareable)."""
+
+    now: int = 0
+    most: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def enter(self) -> None:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.now -= 1
+
+
+@dataclass
 class Receiver:
-    """An HTTP server in a thread: answers from `script` (status, headers) in turn, then 200."""
+    """An HTTP server in a thread: answers from `script` (status, headers) in turn, then 200.
+
+    `delay_s` holds each answer back; `in_flight` (and `shared`, which several receivers
+    may count into) record how many requests it answers at once."""
 
     port: int = 0
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     answered: list[int] = field(default_factory=list)
+    delay_s: float = 0.0
+    in_flight: InFlight = field(default_factory=InFlight)
+    shared: InFlight | None = None
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -64,6 +88,17 @@ class Receiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                gauges = [g for g in (receiver.in_flight, receiver.shared) if g is not None]
+                for gauge in gauges:
+                    gauge.enter()
+                try:
+                    time.sleep(receiver.delay_s)
+                    self._answer(body)
+                finally:
+                    for gauge in gauges:
+                        gauge.leave()
+
+            def _answer(self, body: bytes) -> None:
                 with receiver._lock:
                     code, headers = receiver.script.pop(0) if receiver.script else (200, {})
                     receiver.answered.append(code)
