@@ -93,10 +93,12 @@ class Receiver:
                     gauge.enter()
                 try:
                     time.sleep(receiver.delay_s)
-                    self._answer(body)
                 finally:
+                    # Before the answer goes out: once the client has it, it may send the
+                    # next request, which must not find this one still counted.
                     for gauge in gauges:
                         gauge.leave()
+                self._answer(body)
 
             def _answer(self, body: bytes) -> None:
                 with receiver._lock:
