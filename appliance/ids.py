@@ -52,13 +52,17 @@ _CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _SET = (4 << 76) | (0x8000 << 48)
 
 
+def _v4_int() -> int:
+    return (_pool.take() & _CLEAR) | _SET
+
+
 def uuid4() -> uuid.UUID:
-    return uuid.UUID(int=(_pool.take() & _CLEAR) | _SET)
+    return uuid.UUID(int=_v4_int())
 
 
 def hex_id() -> str:
     """32 lowercase hex digits: a trace id."""
-    return f"{(_pool.take() & _CLEAR) | _SET:032x}"
+    return f"{_v4_int():032x}"
 
 
 def uuid7() -> uuid.UUID:
@@ -78,6 +82,4 @@ def uuid7() -> uuid.UUID:
 def uuid7_time_prefix() -> str:
     """The first 14 characters of a UUID7 made now ("tttttttt-tttt-"), for ids that the
     database completes with its own random digits (the webhook outbox's INSERT ... SELECT)."""
-    millis = (time.time_ns() // 1_000_000) & 0xFFFF_FFFF_FFFF
-    digits = f"{millis:012x}"
-    return f"{digits[:8]}-{digits[8:]}-"
+    return str(uuid7())[:14]

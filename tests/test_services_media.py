@@ -7,18 +7,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from appliance.services import media
 from tests.fixtures.settings import MakeSettings
+from tests.fixtures.tls import self_signed
 
 
 @pytest.mark.parametrize(
@@ -76,35 +72,6 @@ def test_prune_drops_old_files_then_the_oldest_beyond_the_size(tmp_path: Path) -
     assert media.prune(tmp_path / "absent", max_age_s=1) == 0
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    """A certificate for `localhost` only: verifying against the address would fail."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 class _Png(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = b"\x89PNG\r\n\x1a\n" + self.headers.get("Host", "").encode()
@@ -120,7 +87,8 @@ class _Png(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def https_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    cert, key = _self_signed(tmp_path)
+    # For `localhost` only: verifying against the address would fail.
+    cert, key = self_signed(tmp_path, "localhost")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Png)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)

@@ -8,17 +8,13 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from appliance.webhooks import ssrf
 from appliance.webhooks.http_client import HTTP_ERRORS, MAX_BODY, EndpointClient
+from tests.fixtures.tls import self_signed
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -174,37 +170,9 @@ async def test_refused_silent_and_garbled_servers_raise_send_errors() -> None:
     await client.aclose()
 
 
-def _self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+def _tls_contexts(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A server context with a certificate for 127.0.0.1, and a client that trusts it."""
-    import ipaddress
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path, key_path = self_signed(tmp_path, "127.0.0.1")
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert_path, key_path)
     client = ssl.create_default_context(cafile=str(cert_path))
@@ -214,7 +182,7 @@ def _self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 async def test_https_goes_through_tls_and_an_untrusted_certificate_is_refused(
     tmp_path: Path,
 ) -> None:
-    server_tls, client_tls = _self_signed(tmp_path)
+    server_tls, client_tls = _tls_contexts(tmp_path)
     handle, connections = answering(b"200 OK", b"secure")
     trusting = EndpointClient(1, allow_private=True, ssl_context=client_tls)
     # certifi's roots: our certificate is not among them

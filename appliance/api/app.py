@@ -45,12 +45,12 @@ class WappApi(FastAPI):
         self._fast_send = TraceMiddleware(fast_send.FastSend(self))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        session_ref = fast_send.handles(scope)
-        if session_ref is None:
+        found = fast_send.handles(scope)
+        if found is None:
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
-        scope[fast_send.SCOPE_KEY] = session_ref
+        scope[fast_send.SCOPE_KEY] = found
         await self._fast_send(scope, receive, send)
 
 

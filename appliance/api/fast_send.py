@@ -39,7 +39,7 @@ _IDEMPOTENCY_MAX: Final = 255
 # A text is at most 65,536 characters (4 bytes each in UTF-8 at worst), mentions and a
 # contact card far less: no valid JSON send comes near this.
 MAX_JSON_BODY: Final = 1024 * 1024
-# Where `WappApi` leaves the session reference `handles` found.
+# Where `WappApi` leaves what `handles` found.
 SCOPE_KEY: Final = "wapp.fast_send"
 _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 
@@ -81,8 +81,9 @@ async def _body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def handles(scope: Scope) -> str | None:
-    """The session reference, when this request is a JSON send the fast path serves."""
+def handles(scope: Scope) -> tuple[str, dict[bytes, bytes]] | None:
+    """(session reference, headers) when this request is a JSON send the fast path
+    serves; the headers are read once, here, for the whole request."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return None
     path: str = scope["path"]
@@ -92,12 +93,13 @@ def handles(scope: Scope) -> str | None:
     match = _PATH.match(path)
     if match is None:
         return None
-    for name, value in scope["headers"]:
-        if name == b"content-type" and value.startswith(b"multipart/form-data"):
-            return None
-        if name == b"idempotency-key" and not 0 < len(value) <= _IDEMPOTENCY_MAX:
-            return None
-    return match.group(1)
+    headers = _headers(scope)
+    if headers.get(b"content-type", b"").startswith(b"multipart/form-data"):
+        return None
+    idempotency = headers.get(b"idempotency-key")
+    if idempotency is not None and not 0 < len(idempotency) <= _IDEMPOTENCY_MAX:
+        return None
+    return match.group(1), headers
 
 
 class FastSend:
@@ -107,8 +109,7 @@ class FastSend:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        session_ref: str = scope[SCOPE_KEY]
-        headers = _headers(scope)
+        session_ref, headers = scope[SCOPE_KEY]
         state: AppState = self.app.state.wapp
         try:
             body = await self._send(

@@ -33,7 +33,7 @@ from appliance.settings import Settings
 SQLITE_BEGIN = "wapp_sqlite_begin"
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
     # JSON columns are written on every send and event: orjson is several times faster
     # than the json module SQLAlchemy uses by default, and reads back the same.
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
@@ -60,7 +60,7 @@ def create_db_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(
             url,
             pool_size=settings.database.pool_size,
-            json_serializer=_json_text,
+            json_serializer=json_text,
             json_deserializer=orjson.loads,
             **kwargs,
         )
@@ -69,7 +69,7 @@ def create_db_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=settings.database.pool_size,
-        json_serializer=_json_text,
+        json_serializer=json_text,
         json_deserializer=orjson.loads,
         # A restarted Postgres must not leave /readyz failing on dead pooled connections.
         pool_pre_ping=True,
@@ -122,7 +122,7 @@ def create_writer_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine
         engine.url,
         pool_size=1,
         max_overflow=0,
-        json_serializer=_json_text,
+        json_serializer=json_text,
         json_deserializer=orjson.loads,
     )
     _sqlite_discipline(writer, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import orjson
 import redis.asyncio as aioredis
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from appliance.db.engine import json_text
 from appliance.db.models import Message, MessageStatusEvent
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ def _fail(item: PendingSend, exc: BaseException) -> None:
 def _copy_record(row: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
     # JSON documents go as text, which is what the JSONB codec takes.
     return tuple(
-        orjson.dumps(value).decode() if isinstance(value, dict | list) else value
+        json_text(value) if isinstance(value, dict | list) else value
         for value in (row[column] for column in columns)
     )
 
@@ -292,5 +292,5 @@ def _sqlite_value(value: Any) -> Any:
             f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
         )
     if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
+        return json_text(value)
     return value
