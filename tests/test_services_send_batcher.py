@@ -166,10 +166,11 @@ async def test_a_waiter_that_goes_away_does_not_take_its_send_with_it(
 
 
 async def test_a_batch_stores_every_column_as_text_exactly_as_a_lone_insert_does(
-    batcher: SendBatcher, owner: tuple[str, str], db_sessionmaker: Db
+    batcher: SendBatcher, owner: tuple[str, str], db_sessionmaker: Db, db_engine: AsyncEngine
 ) -> None:
-    """SQLite batches bypass Core's per-row processing (Postgres ones use COPY): the
-    stored values must be the very ones Core stores, or comparisons and cursors break."""
+    """Batches bypass Core (SQLite: multi-row INSERTs of values made by hand; Postgres:
+    arrays through unnest): the stored values must be the very ones Core stores, or
+    comparisons and cursors break."""
     from datetime import timedelta
 
     when = utcnow().replace(microsecond=0) + timedelta(hours=1)  # .000000 included
@@ -178,7 +179,9 @@ async def test_a_batch_stores_every_column_as_text_exactly_as_a_lone_insert_does
     for item in [alone, *many]:
         item.message.update(created_at=when, updated_at=when, payload={"a": [1, "ü"]})
         item.status["at"] = when
-    assert await batcher.submit(alone) is True  # a batch of one: the Core INSERT
+    async with db_engine.begin() as conn:  # the reference: a Core INSERT
+        await conn.execute(sa.insert(Message.__table__), [alone.message])  # type: ignore[attr-defined]
+        await conn.execute(sa.insert(MessageStatusEvent.__table__), [alone.status])  # type: ignore[attr-defined]
     assert await asyncio.gather(*(batcher.submit(i) for i in many)) == [True] * 300
 
     columns = "id, created_at, updated_at, payload, status, wa_id, request_hash"

@@ -114,6 +114,7 @@ def create_writer_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine
     SQLite's busy handler, which sleeps 1 ms, 2 ms, 5 ms ... up to 100 ms between tries:
     under load nearly all the time goes to those sleeps. One connection for writers makes
     them queue in asyncio instead, where the next one starts the moment the last commits.
+    Its commits make no WAL checkpoints: whoever uses it runs `db.checkpoints`.
     Postgres needs nothing of the sort: the shared engine is returned.
     """
     if not is_sqlite(engine):
@@ -126,6 +127,19 @@ def create_writer_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine
         json_deserializer=orjson.loads,
     )
     _sqlite_discipline(writer, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
+
+    @event.listens_for(writer.sync_engine, "connect")
+    def _no_checkpoints(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # A commit past 1,000 WAL pages would otherwise checkpoint (copy the WAL into
+        # the database file and fsync it, tens of ms) inside the committing call, and
+        # the send batcher commits on the event loop. `db.checkpoints` runs them on a
+        # pooled connection's thread instead.
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+        finally:
+            cursor.close()
+
     return writer
 
 
