@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 
@@ -201,3 +202,51 @@ async def test_a_batch_stores_every_column_as_text_exactly_as_a_lone_insert_does
         assert stored[:4] == reference[:4]  # created_at, updated_at, payload, status
         assert stored[4] == item.message["wa_id"]
         assert statuses[item.message["id"]] == statuses[alone.message["id"]]
+
+
+async def test_a_write_lock_held_elsewhere_is_waited_for_off_the_event_loop(
+    batcher: SendBatcher, owner: tuple[str, str], db_sessionmaker: Db, database_url: str
+) -> None:
+    """SQLite batches commit on the event loop; a lock another process holds must not
+    stop the loop while the batch waits for it (or that process could never finish)."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock; Postgres locks rows, not the database")
+    other = sqlite3.connect(sa.engine.make_url(database_url).database or "", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        item = _pending(owner)
+        send = asyncio.create_task(batcher.submit(item))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+        assert loop.time() - started < 1.0  # the loop ran on while the send waited
+        assert not send.done()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert await asyncio.wait_for(send, 10) is True
+    ids = {item.message["id"]}
+    assert await _stored(db_sessionmaker) == (ids, ids)
+
+
+async def test_sends_go_on_after_the_server_drops_the_connections(
+    batcher: SendBatcher, owner: tuple[str, str], db_sessionmaker: Db, database_url: str
+) -> None:
+    """On Postgres the flush task keeps its connection while sends keep coming: one the
+    server dropped (a restart, an admin) must cost a retry, never a send."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("a Postgres server drops connections; a SQLite file has none to drop")
+    before = [_pending(owner) for _ in range(20)]
+    assert await asyncio.gather(*(batcher.submit(i) for i in before)) == [True] * 20
+    async with db_sessionmaker() as s:
+        await s.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    after = [_pending(owner) for _ in range(20)]
+    assert await asyncio.gather(*(batcher.submit(i) for i in after)) == [True] * 20
+    ids = {i.message["id"] for i in before + after}
+    assert await _stored(db_sessionmaker) == (ids, ids)
