@@ -4,6 +4,7 @@ Each database run: a fresh database migrated, an admin key, one session marked
 connected (no engine: queued commands pile up in the session's Redis stream, as they
 would behind a pacer), the api served by `wapp api` (uvicorn, one worker), wrk posting
 text messages. Then the bare app under the same uvicorn settings and the same wrk load.
+Each measured run starts on a settled disk (`settle_disk`).
 """
 
 from __future__ import annotations
@@ -148,6 +149,28 @@ async def prepare(config: Path, database_url: str) -> str:
     return key.plaintext
 
 
+async def checkpoint_postgres(database_url: str) -> None:
+    """Earlier runs' (and test suites') rows still being written back to disk would
+    land in this run as stalls of the WAL fsync at commit (seen in pg_stat_activity as
+    IO/WALSync waits of 100-480 ms): start the run from a checkpoint."""
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CHECKPOINT")
+    except asyncpg.InsufficientPrivilegeError:
+        print("note: not allowed to CHECKPOINT; earlier writes may stall this run")
+    finally:
+        await conn.close()
+
+
+def settle_disk(database_url: str | None) -> None:
+    """The same quiet disk for every measured run: the kernel's dirty pages flushed,
+    and Postgres checkpointed."""
+    os.sync()
+    if database_url is not None and database_url.startswith("postgresql"):
+        asyncio.run(checkpoint_postgres(database_url))
+
+
 def run_api(
     label: str, database_url: str, redis_url: str, args: argparse.Namespace, tmp: Path
 ) -> Result:
@@ -169,6 +192,7 @@ def run_api(
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
+        settle_disk(database_url)
         return wrk(f"http://127.0.0.1:{port}/v1/sessions/bench/messages", key, args, data)
     finally:
         proc.terminate()
@@ -193,6 +217,7 @@ def run_bare(args: argparse.Namespace, tmp: Path) -> Result:
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/docs")
+        settle_disk(None)
         return wrk(f"http://127.0.0.1:{port}/v1/sessions/bench/messages", "x", args, tmp)
     finally:
         proc.terminate()
