@@ -28,7 +28,13 @@ from sqlalchemy.engine import make_url
 
 from appliance.contracts import MessageStatusEvent, MessageStatusPayload
 from appliance.db import migrate
-from appliance.db.engine import create_db_engine, create_sessionmaker
+from appliance.db.checkpoints import WalCheckpoints
+from appliance.db.engine import (
+    create_db_engine,
+    create_sessionmaker,
+    create_writer_engine,
+    is_sqlite,
+)
 from appliance.security.master_key import create_master_key, load_master_key
 from appliance.settings import Settings, WebhooksSettings
 from appliance.webhooks import service
@@ -62,10 +68,18 @@ def bench_settings(data: Path, database_url: str, args: argparse.Namespace, pool
 
 def api_engines(data: Path, database_url: str, args: argparse.Namespace) -> tuple[Any, Any]:
     """The engines an api worker builds: shared, and (SQLite) one connection for writers."""
-    engine = create_db_engine(bench_settings(data, database_url, args, 10))
-    if engine.dialect.name != "sqlite":
-        return engine, engine
-    return engine, create_db_engine(bench_settings(data, database_url, args, 1), max_overflow=0)
+    settings = bench_settings(data, database_url, args, 10)
+    engine = create_db_engine(settings)
+    return engine, create_writer_engine(settings, engine)
+
+
+def wal_checkpoints(engine: Any) -> WalCheckpoints | None:
+    """What an api worker runs on SQLite, whose writer connection makes no checkpoints."""
+    if not is_sqlite(engine):
+        return None
+    checkpoints = WalCheckpoints(engine)
+    checkpoints.start()
+    return checkpoints
 
 
 async def dispatch_only(args: argparse.Namespace) -> None:
@@ -73,6 +87,7 @@ async def dispatch_only(args: argparse.Namespace) -> None:
     data = Path(args.data_dir)
     settings = bench_settings(data, args.database_url, args, 10)
     engine, writer_engine = api_engines(data, args.database_url, args)
+    checkpoints = wal_checkpoints(engine)
     dispatcher = Dispatcher(
         settings.webhooks,
         writer=create_sessionmaker(writer_engine),
@@ -84,6 +99,8 @@ async def dispatch_only(args: argparse.Namespace) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     await dispatcher.stop()
+    if checkpoints is not None:
+        await checkpoints.stop()
     if writer_engine is not engine:
         await writer_engine.dispose()
     await engine.dispose()
@@ -134,6 +151,7 @@ async def run_one(
     ports = orjson.loads(await receivers.stdout.readline())
     # The session makers the api builds (AppState.writer / .reader).
     engine, writer_engine = api_engines(data, database_url, args)
+    checkpoints = wal_checkpoints(engine)
     sessions = create_sessionmaker(writer_engine)
     readers = create_sessionmaker(engine, read_only=True)
     admin = service.Scope(key_id=None, is_admin=True)
@@ -202,6 +220,8 @@ async def run_one(
     for other in others:
         await asyncio.wait_for(other.wait(), 30)
     await dispatcher.stop()
+    if checkpoints is not None:
+        await checkpoints.stop()
     if writer_engine is not engine:
         await writer_engine.dispose()
     await engine.dispose()
