@@ -22,6 +22,7 @@ from tests.test_webhooks_support import (  # noqa: F401  (fixtures)
     key_id,
     receiver,
     running_api_for,
+    settings_with_key,
     state_event,
     status_event,
     wait_for,
@@ -164,10 +165,9 @@ async def test_a_dead_letter_is_replayed_with_the_same_webhook_id(
     admin_key: str,
     db_sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
-    from appliance.security.master_key import create_master_key
-
-    settings = make_settings(
-        database={"url": database_url},
+    settings = settings_with_key(
+        make_settings,
+        database_url,
         webhooks={
             "allow_private": True,
             "retry_initial_s": 0.05,
@@ -176,7 +176,6 @@ async def test_a_dead_letter_is_replayed_with_the_same_webhook_id(
             "poll_interval_s": 0.05,
         },
     )
-    create_master_key(settings.master_key_path)
     receiver.script = [(503, {})] * 1000
     async with running_api_for(settings) as client:
         hook = await _create(client, admin_key, url=receiver.url)
@@ -263,10 +262,7 @@ async def test_private_targets_are_refused_unless_allowed(
     receiver: Receiver,
     admin_key: str,
 ) -> None:
-    from appliance.security.master_key import create_master_key
-
-    settings = make_settings(database={"url": database_url})
-    create_master_key(settings.master_key_path)
+    settings = settings_with_key(make_settings, database_url)
     async with api_client_for(settings) as client:
         for url in (
             receiver.url,
@@ -294,12 +290,9 @@ async def test_a_private_target_is_refused_again_at_send_time(
     admin_key: str,
 ) -> None:
     """An endpoint stored while private targets were allowed is refused after DNS later."""
-    from appliance.security.master_key import create_master_key
-
-    allowed = make_settings(
-        database={"url": database_url}, webhooks={"allow_private": True, "poll_interval_s": 0.05}
+    allowed = settings_with_key(
+        make_settings, database_url, webhooks={"allow_private": True, "poll_interval_s": 0.05}
     )
-    create_master_key(allowed.master_key_path)
     async with running_api_for(allowed) as client:
         hook = await _create(client, admin_key, url=receiver.url)
     strict = make_settings(database={"url": database_url}, webhooks={"poll_interval_s": 0.05})
@@ -517,11 +510,11 @@ async def test_sends_are_bounded_per_endpoint_and_overall(
     db_sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     """Two connections per endpoint, three in all: two endpoints never get four at once."""
-    from appliance.security.master_key import create_master_key
     from tests.test_webhooks_support import InFlight
 
-    settings = make_settings(
-        database={"url": database_url},
+    settings = settings_with_key(
+        make_settings,
+        database_url,
         webhooks={
             "allow_private": True,
             "poll_interval_s": 0.05,
@@ -529,7 +522,6 @@ async def test_sends_are_bounded_per_endpoint_and_overall(
             "max_concurrency": 3,
         },
     )
-    create_master_key(settings.master_key_path)
     overall = InFlight()
     a, b = (Receiver(delay_s=0.1, shared=overall).start() for _ in range(2))
     try:

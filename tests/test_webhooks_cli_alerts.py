@@ -142,12 +142,11 @@ async def test_alerts_run_in_the_api_when_configured(
     redis: aioredis.Redis,
     receiver: Receiver,
 ) -> None:
-    from tests.test_webhooks_support import running_api_for, wait_for
+    from tests.test_webhooks_support import running_api_for, settings_with_key, wait_for
 
-    settings = make_settings(
-        database={"url": database_url}, webhooks={"alert_webhook_url": receiver.url}
+    settings = settings_with_key(
+        make_settings, database_url, webhooks={"alert_webhook_url": receiver.url}
     )
-    create_master_key(settings.master_key_path)
     async with running_api_for(settings) as client:
         runtime: Any = client._transport.app.state.webhooks  # type: ignore[attr-defined]
         runtime.alerter.scan_s = 0.05

@@ -19,12 +19,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from appliance.contracts import EngineHeartbeat, Upstream
 from appliance.db.engine import create_sessionmaker
 from appliance.redis_keys import engine_heartbeat_key
-from appliance.security.master_key import create_master_key
 from appliance.settings import Settings
 from appliance.webhooks.alerts import Alerter
 from appliance.webhooks.engine_restarts import EngineRestartMonitor
 from tests.fixtures.settings import MakeSettings
-from tests.test_webhooks_support import Receiver, receiver, running_api_for, wait_for  # noqa: F401
+from tests.test_webhooks_support import (  # noqa: F401
+    Receiver,
+    receiver,
+    running_api_for,
+    settings_with_key,
+    wait_for,
+)
 
 BOOT = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
@@ -71,14 +76,21 @@ def monitor(
     return EngineRestartMonitor(alerter, redis, upstreams, poll_s=poll_s)
 
 
-async def test_the_first_heartbeat_seen_and_a_missing_one_alert_nothing(
+@pytest.fixture
+def watch(
     make_settings: MakeSettings,
     database_url: str,
     db_engine: AsyncEngine,
     redis: aioredis.Redis,
     receiver: Receiver,
+) -> EngineRestartMonitor:
+    """A watch on the whatsapp engine whose alerts go to `receiver`, unthrottled."""
+    return monitor(alert_settings(make_settings, database_url, receiver.url), db_engine, redis)
+
+
+async def test_the_first_heartbeat_seen_and_a_missing_one_alert_nothing(
+    watch: EngineRestartMonitor, redis: aioredis.Redis, receiver: Receiver
 ) -> None:
-    watch = monitor(alert_settings(make_settings, database_url, receiver.url), db_engine, redis)
     assert await watch.poll() == 0  # no engine yet
     await put(redis, beat(100))
     assert await watch.poll() == 0  # the stack (or this api) just started: remembered only
@@ -91,13 +103,8 @@ async def test_the_first_heartbeat_seen_and_a_missing_one_alert_nothing(
 
 
 async def test_a_new_boot_sends_one_engine_recycled_alert(
-    make_settings: MakeSettings,
-    database_url: str,
-    db_engine: AsyncEngine,
-    redis: aioredis.Redis,
-    receiver: Receiver,
+    watch: EngineRestartMonitor, redis: aioredis.Redis, receiver: Receiver
 ) -> None:
-    watch = monitor(alert_settings(make_settings, database_url, receiver.url), db_engine, redis)
     await put(redis, beat(100, rss_mb=300))
     assert await watch.poll() == 0
     await put(redis, beat(100, rss_mb=812.5))  # the old process's last heartbeat
@@ -233,13 +240,13 @@ async def test_the_api_watches_every_engine_the_stack_runs(
     redis: aioredis.Redis,
     receiver: Receiver,
 ) -> None:
-    settings = make_settings(
-        database={"url": database_url},
+    settings = settings_with_key(
+        make_settings,
+        database_url,
         webhooks={"alert_webhook_url": receiver.url},
         engine={"heartbeat_interval_s": 0.05, "heartbeat_ttl_s": 1},
         sandbox={"enabled": True},
     )
-    create_master_key(settings.master_key_path)
     await put(redis, beat(200, upstream="sandbox"))
     async with running_api_for(settings) as client:
         runtime: Any = client._transport.app.state.webhooks  # type: ignore[attr-defined]

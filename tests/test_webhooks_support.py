@@ -143,8 +143,9 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def webhook_settings(make_settings: MakeSettings, database_url: str) -> Settings:
     """Fast retries and polling, private targets allowed (the receivers are on 127.0.0.1)."""
-    settings = make_settings(
-        database={"url": database_url},
+    return settings_with_key(
+        make_settings,
+        database_url,
         webhooks={
             "allow_private": True,
             "retry_initial_s": 0.05,
@@ -153,6 +154,11 @@ def webhook_settings(make_settings: MakeSettings, database_url: str) -> Settings
             "lease_s": 5.0,
         },
     )
+
+
+def settings_with_key(make_settings: MakeSettings, database_url: str, **sections: Any) -> Settings:
+    """Settings on this test's database, with the master key the api needs on disk."""
+    settings = make_settings(database={"url": database_url}, **sections)
     create_master_key(settings.master_key_path)
     return settings
 

@@ -12,11 +12,12 @@ writes long.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from appliance.periodic import every
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +46,23 @@ class WalCheckpoints:
         self._engine = engine
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="wapp-wal-checkpoints")
+            self._task = asyncio.create_task(
+                every(self._interval_s, self._stopping, self._checkpoint_logged),
+                name="wapp-wal-checkpoints",
+            )
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await checkpoint(self._engine)
-            except Exception:  # the next interval tries again
-                log.warning("WAL checkpoint failed", exc_info=True)
+    async def _checkpoint_logged(self) -> None:
+        try:
+            await checkpoint(self._engine)
+        except Exception:  # the next interval tries again
+            log.warning("WAL checkpoint failed", exc_info=True)

@@ -77,7 +77,9 @@ def create_db_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     )
 
 
-def _sqlite_discipline(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
+def _sqlite_discipline(
+    engine: AsyncEngine, *, busy_timeout_ms: int, autocheckpoint: bool = True
+) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -98,6 +100,8 @@ def _sqlite_discipline(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
             cursor.execute("PRAGMA foreign_keys=ON")
             # Safe with WAL: a power cut may lose the last commits, never corrupt.
             cursor.execute("PRAGMA synchronous=NORMAL")
+            if not autocheckpoint:
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
         finally:
             cursor.close()
 
@@ -126,20 +130,13 @@ def create_writer_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine
         json_serializer=json_text,
         json_deserializer=orjson.loads,
     )
-    _sqlite_discipline(writer, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
-
-    @event.listens_for(writer.sync_engine, "connect")
-    def _no_checkpoints(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        # A commit past 1,000 WAL pages would otherwise checkpoint (copy the WAL into
-        # the database file and fsync it, tens of ms) inside the committing call, and
-        # the send batcher commits on the event loop. `db.checkpoints` runs them on a
-        # pooled connection's thread instead.
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA wal_autocheckpoint=0")
-        finally:
-            cursor.close()
-
+    # A commit past 1,000 WAL pages would otherwise checkpoint (copy the WAL into the
+    # database file and fsync it, tens of ms) inside the committing call, and the send
+    # batcher commits on the event loop. `db.checkpoints` runs them on a pooled
+    # connection's thread instead.
+    _sqlite_discipline(
+        writer, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms, autocheckpoint=False
+    )
     return writer
 
 

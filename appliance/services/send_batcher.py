@@ -67,7 +67,7 @@ class SendBatcher:
         self._maxlen = stream_maxlen
         # SQLite's one writer connection must go back between batches, or other writes
         # would wait for the sends to stop; Postgres' pool has more.
-        self._keep_connection = writer.dialect.name == "postgresql"
+        self._postgres = writer.dialect.name == "postgresql"
         self._queue: asyncio.Queue[PendingSend] = asyncio.Queue()
         self._committed: asyncio.Queue[list[PendingSend]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -130,7 +130,7 @@ class SendBatcher:
                     except Exception:
                         return writing  # the connection goes back first
                     self._committed.put_nowait(writing)
-                    writing = self._take_ready([]) if self._keep_connection else []
+                    writing = self._take_ready([]) if self._postgres else []
         except Exception:
             if writing:  # taking the connection failed: nothing of this batch was written
                 return writing
@@ -190,7 +190,7 @@ class SendBatcher:
     async def _write(self, driver: Any, batch: list[PendingSend]) -> None:
         messages = [item.message for item in batch]
         statuses = [item.status for item in batch]
-        if self._writer.dialect.name == "postgresql":
+        if self._postgres:
             await send_rows.postgres(driver, messages, statuses)
         else:
             await send_rows.sqlite(driver, messages, statuses)

@@ -11,7 +11,6 @@ with that TTL, shared by every api worker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ from sqlmodel import col
 
 from appliance.db.models import Session
 from appliance.db.types import utcnow
+from appliance.periodic import every
 from appliance.settings import WebhooksSettings
 
 log = logging.getLogger("appliance.webhooks.alerts")
@@ -102,13 +102,13 @@ class Alerter:
             self._task = None
 
     async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.scan()
-            except Exception:
-                log.exception("admin alerts: scan failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.scan_s)
+        await every(self.scan_s, self._stopping, self._scan_logged)
+
+    async def _scan_logged(self) -> None:
+        try:
+            await self.scan()
+        except Exception:  # the next scan tries again
+            log.exception("admin alerts: scan failed")
 
     async def scan(self) -> int:
         """Alert on sessions that entered an alert state since the last scan."""

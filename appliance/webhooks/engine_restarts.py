@@ -18,13 +18,13 @@ engine restarting in a loop sends one alert per `alert_min_interval_s`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
 from appliance.contracts import EngineHeartbeat, Upstream
+from appliance.periodic import every
 from appliance.services.commands import heartbeat
 from appliance.webhooks.alerts import Alert, Alerter
 
@@ -94,10 +94,7 @@ class EngineRestartMonitor:
             self._task = None
 
     async def _run(self) -> None:
-        while not self._stopping.is_set():
-            await self.poll()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.poll_s)
+        await every(self.poll_s, self._stopping, self.poll)
 
     async def poll(self) -> int:
         """Check every engine once; how many alerts were sent. Never raises."""
