@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from chaos_stack import Client, Receiver, Stack  # noqa: E402
+from chaos_stack import Client, Receiver, Stack
 
 FINAL = {"delivered", "read"}
 
@@ -148,7 +148,7 @@ async def settle(run: Run, tally: Tally) -> None:
     while True:
         received = await contacts_received(run, tally.name)
         inbound = await sessions_inbound(run, tally.name)
-        for text, mid in tally.accepted.items():
+        for mid in tally.accepted.values():
             if statuses.get(mid) not in FINAL:
                 body = await run.client.get_json(f"/v1/messages/{mid}")
                 statuses[mid] = (body or {}).get("status", "?")
@@ -231,8 +231,8 @@ def count_webhooks_missing(tally: Tally, hooks: tuple[set[str], set[str]]) -> in
     )
 
 
-async def wait_connected(run: Run, sessions: list[str], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_connected(run: Run, sessions: list[str], patience_s: float = 180) -> None:
+    deadline = time.monotonic() + patience_s
     pending = set(sessions)
     while pending and time.monotonic() < deadline:
         for name in list(pending):
@@ -242,7 +242,7 @@ async def wait_connected(run: Run, sessions: list[str], timeout: float = 180) ->
         if pending:
             await asyncio.sleep(1)
     if pending:
-        raise RuntimeError(f"sessions not connected after {timeout} s: {sorted(pending)[:5]}")
+        raise RuntimeError(f"sessions not connected after {patience_s} s: {sorted(pending)[:5]}")
 
 
 async def in_thread(fn: Callable[[], Any]) -> Any:
