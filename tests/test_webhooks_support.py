@@ -70,6 +70,8 @@ class Receiver:
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     answered: list[int] = field(default_factory=list)
+    # When each request's body had been read (time.time()), answered or not.
+    arrived: list[float] = field(default_factory=list)
     delay_s: float = 0.0
     in_flight: InFlight = field(default_factory=InFlight)
     shared: InFlight | None = None
@@ -88,6 +90,8 @@ class Receiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                with receiver._lock:
+                    receiver.arrived.append(time.time())
                 gauges = [g for g in (receiver.in_flight, receiver.shared) if g is not None]
                 for gauge in gauges:
                     gauge.enter()

@@ -5,6 +5,12 @@ UPDATE, atomic on SQLite and on Postgres): at any time one worker sends an endpo
 deliveries, so per-endpoint concurrency and per-(endpoint, session) order hold across
 workers. A crashed worker's endpoints are taken over when its lease expires; what it
 had sent but not recorded is sent again with the same `webhook-id` (at least once).
+
+A deleted endpoint gets nothing more: the worker that deletes it calls `forget` (its
+in-flight posts are cancelled at once), and every worker checks, each poll, that the
+endpoints it is sending to still exist (a delete made by another worker or the CLI, or
+by cascade with a session or key, stops their posts within `poll_interval_s`). Outcomes
+of a vanished endpoint are dropped when recorded (`recorder`), never failing the batch.
 """
 
 from __future__ import annotations
@@ -26,22 +32,25 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from appliance.db.models import Webhook, WebhookDelivery, WebhookDeliveryAttempt
-from appliance.db.types import new_id, utcnow
+from appliance.db.models import Webhook, WebhookDelivery
+from appliance.db.types import utcnow
 from appliance.settings import WebhooksSettings
-from appliance.webhooks import signing, ssrf
+from appliance.webhooks import pairing, recorder, signing, ssrf
 from appliance.webhooks.crypto import SecretBox
 from appliance.webhooks.http_client import HTTP_ERRORS, EndpointClient
+from appliance.webhooks.recorder import Outcome
 from appliance.webhooks.service import signing_secrets
 
 log = logging.getLogger("appliance.webhooks")
 
 _DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
 _WEBHOOKS = Webhook.__table__  # type: ignore[attr-defined]
-_ATTEMPTS = WebhookDeliveryAttempt.__table__  # type: ignore[attr-defined]
 # A literal, not a bound parameter: only then may SQLite and Postgres read the partial
 # index of pending rows (`ix_webhook_deliveries_pending`).
 PENDING = sa.text("webhook_deliveries.status = 'pending'")
+# How long a deleted endpoint's id is remembered: longer than any round that had already
+# read its rows can take to start its posts.
+_GONE_KEPT_S = 600.0
 
 
 def backoff_s(attempts: int, settings: WebhooksSettings) -> float:
@@ -64,22 +73,6 @@ def retry_after_s(value: str | None, now: datetime) -> float | None:
     if at.tzinfo is None:
         return None
     return max(0.0, (at - now).total_seconds())
-
-
-@dataclass
-class Outcome:
-    """What one try gave, and what it means for the row and the endpoint."""
-
-    delivery_id: str
-    attempt: int
-    at: datetime
-    status_code: int | None
-    latency_ms: int
-    error: str | None
-    # delivered | retry | failed | dead
-    verdict: str
-    next_attempt_at: datetime | None = None
-    disable_endpoint: str | None = None
 
 
 @dataclass
@@ -120,6 +113,9 @@ def classify(
         if honoured is not None:
             delay = honoured
     deadline = row.created_at + timedelta(seconds=settings.retry_window_s)
+    if pairing.is_pairing(row.payload):
+        # A QR is useless (and its secret must go) long before a day has passed.
+        deadline = min(deadline, pairing.deadline(row.created_at))
     next_at = at + timedelta(seconds=delay)
     if next_at > deadline:
         out.verdict = "dead"
@@ -152,11 +148,17 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._clients: dict[str, EndpointClient] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         # Group commit: endpoints hand their outcomes to one writer, which records what
         # has accumulated in one transaction (few write transactions however many endpoints).
         self._queue: list[tuple[str, list[Outcome], asyncio.Future[None]]] = []
         self._queued = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        # Each endpoint's round of sends in flight (what `forget` cancels), and endpoints
+        # known deleted (monotonic time of the news): nothing more is posted to those.
+        self._rounds: dict[str, asyncio.Future[list[list[Outcome]]]] = {}
+        self._gone: dict[str, float] = {}
+        self._next_sweep = 0.0
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -187,12 +189,51 @@ class Dispatcher:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def forget(self, webhook_id: str) -> None:
+        """The endpoint is deleted: cancel its posts in flight, post nothing more to it.
+
+        Posts already on the wire may reach the receiver; none starts after this call.
+        """
+        now = time.monotonic()
+        self._gone = {k: t for k, t in self._gone.items() if now - t < _GONE_KEPT_S}
+        self._gone[webhook_id] = now
+        sends = self._rounds.pop(webhook_id, None)
+        if sends is not None:
+            sends.cancel()
+        client = self._clients.pop(webhook_id, None)
+        if client is not None:
+            close = asyncio.create_task(client.aclose(), name=f"wapp-webhook-close-{webhook_id}")
+            self._closing.add(close)
+            close.add_done_callback(self._closing.discard)
+
+    async def _forget_deleted(self) -> None:
+        """Forget the endpoints we send to that were deleted elsewhere (another worker,
+        the CLI, a cascade from a deleted session or key)."""
+        busy = [w for w, t in self._endpoints.items() if not t.done() and w not in self._gone]
+        if not busy:
+            return
+        async with self.readers() as db:
+            found = set(
+                (await db.execute(sa.select(_WEBHOOKS.c.id).where(_WEBHOOKS.c.id.in_(busy))))
+                .scalars()
+                .all()
+            )
+        for webhook_id in busy:
+            if webhook_id not in found:
+                log.info("webhook %s was deleted: its deliveries stop", webhook_id)
+                self.forget(webhook_id)
 
     # --- the loop ------------------------------------------------------------------
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
             try:
+                await self._forget_deleted()
+                if time.monotonic() >= self._next_sweep:
+                    self._next_sweep = time.monotonic() + pairing.SWEEP_S
+                    await pairing.sweep(self.readers, self.sessions)
                 for webhook_id in await self._claim():
                     task = self._endpoints.get(webhook_id)
                     if task is None or task.done():
@@ -200,7 +241,7 @@ class Dispatcher:
                             self._serve_endpoint(webhook_id), name=f"wapp-webhook-{webhook_id}"
                         )
             except Exception:
-                log.exception("webhook dispatcher: claiming endpoints failed")
+                log.exception("webhook dispatcher: a polling round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval_s)
 
@@ -283,11 +324,23 @@ class Dispatcher:
                     groups = await self._due_groups(db, webhook_id)
                 if not groups:
                     return
+                if webhook_id in self._gone:
+                    return
                 secrets = signing_secrets(self.box, hook, utcnow())
                 per_endpoint = asyncio.Semaphore(self.settings.per_endpoint_concurrency)
-                results = await asyncio.gather(
+                sends = asyncio.gather(
                     *(self._send_group(hook, secrets, rows, per_endpoint) for rows in groups)
                 )
+                self._rounds[webhook_id] = sends
+                try:
+                    results = await sends
+                except asyncio.CancelledError:
+                    if webhook_id in self._gone and not _cancelling():
+                        return  # deleted (`forget`): nothing to record, nothing more to send
+                    raise
+                finally:
+                    if self._rounds.get(webhook_id) is sends:
+                        del self._rounds[webhook_id]
                 outcomes = [o for group in results for o in group]
                 await self._record(webhook_id, outcomes)
                 if any(o.disable_endpoint for o in outcomes):
@@ -350,6 +403,8 @@ class Dispatcher:
         async with per_endpoint:
             for row in rows:
                 async with self._global:
+                    if hook.id in self._gone:
+                        break
                     outcome = await self._send_one(hook, secrets, row)
                 outcomes.append(outcome)
                 if outcome.verdict != "delivered":
@@ -367,8 +422,17 @@ class Dispatcher:
         return client
 
     async def _send_one(self, hook: Webhook, secrets: list[str], row: _Row) -> Outcome:
-        body = orjson.dumps(row.payload)
+        outcome = await self._try(hook, secrets, row)
+        if outcome.verdict != "retry" and pairing.is_pairing(row.payload):
+            # Over (delivered, failed or dead): the QR's secret leaves the row with it.
+            outcome.replace_payload = pairing.redacted(row.payload)
+        return outcome
+
+    async def _try(self, hook: Webhook, secrets: list[str], row: _Row) -> Outcome:
         now = utcnow()
+        if pairing.is_pairing(row.payload) and pairing.expired(row.payload, row.created_at, now):
+            return Outcome(row.id, row.attempts + 1, now, None, 0, pairing.EXPIRED_ERROR, "dead")
+        body = orjson.dumps(row.payload)
         headers = signing.headers(secrets, row.event_id, int(now.timestamp()), body)
         started = time.perf_counter()
         code: int | None = None
@@ -427,62 +491,17 @@ class Dispatcher:
                     done.set_result(None)
 
     async def _write(self, batch: list[tuple[str, list[Outcome], asyncio.Future[None]]]) -> None:
-        """Every queued outcome and attempt, in one short transaction."""
-        now = utcnow()
-        pairs = [(webhook_id, o) for webhook_id, outcomes, _ in batch for o in outcomes]
-        outcomes = [o for _, o in pairs]
-        update = (
-            sa.update(_DELIVERIES)
-            .where(_DELIVERIES.c.id == sa.bindparam("b_id"), _DELIVERIES.c.status == "pending")
-            .values(
-                status=sa.bindparam("b_status"),
-                attempts=sa.bindparam("b_attempts"),
-                next_attempt_at=sa.bindparam("b_next"),
-                last_status_code=sa.bindparam("b_code"),
-                last_error=sa.bindparam("b_error"),
-                last_latency_ms=sa.bindparam("b_latency"),
-                delivered_at=sa.bindparam("b_delivered"),
-                updated_at=now,
-            )
+        """Every queued outcome and attempt, in one short transaction; outcomes of an
+        endpoint deleted meanwhile are dropped there, the others recorded."""
+        await recorder.record(
+            self.sessions, [(hook_id, outcomes) for hook_id, outcomes, _ in batch]
         )
-        params = [
-            {
-                "b_id": o.delivery_id,
-                "b_status": "pending" if o.verdict == "retry" else o.verdict,
-                "b_attempts": o.attempt,
-                "b_next": o.next_attempt_at,
-                "b_code": o.status_code,
-                "b_error": o.error,
-                "b_latency": o.latency_ms,
-                "b_delivered": o.at if o.verdict == "delivered" else None,
-            }
-            for o in outcomes
-        ]
-        attempts = [
-            {
-                "id": new_id(),
-                "delivery_id": o.delivery_id,
-                "webhook_id": hook_id,
-                "attempt": o.attempt,
-                "at": o.at,
-                "status_code": o.status_code,
-                "latency_ms": o.latency_ms,
-                "error": o.error,
-            }
-            for hook_id, o in pairs
-        ]
-        disable = {hook_id: o.disable_endpoint for hook_id, o in pairs if o.disable_endpoint}
-        async with self.sessions.begin() as db:
-            await db.connection()
-            await db.execute(update, params)
-            await db.execute(sa.insert(_ATTEMPTS), attempts)
-            for hook_id, reason in disable.items():
-                await db.execute(
-                    sa.update(_WEBHOOKS)
-                    .where(_WEBHOOKS.c.id == hook_id)
-                    .values(enabled=False, disabled_reason=reason, updated_at=now)
-                )
-                log.warning("webhook %s disabled: %s", hook_id, reason)
+
+
+def _cancelling() -> bool:
+    """Whether the running task itself is being cancelled (not only what it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _aware(value: datetime) -> datetime:

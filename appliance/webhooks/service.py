@@ -152,8 +152,18 @@ async def update_webhook(
 
 
 async def delete_webhook(sessions: Sessions, *, scope: Scope, webhook_id: str) -> None:
+    """Delete the endpoint, its pending deliveries and its history, in one transaction.
+
+    The endpoint row is locked first (Postgres; SQLite's BEGIN IMMEDIATE serialises
+    anyway): a dispatcher recording outcomes share-locks its endpoints first too
+    (`recorder.live_endpoints`), so the two wait for each other instead of deadlocking,
+    and the recorder never writes rows that reference a deleted endpoint. The caller
+    stops the dispatchers' posts (`Dispatcher.forget`).
+    """
     async with sessions.begin() as db:
-        hook = await _get(db, scope, webhook_id)
+        hook = await db.get(Webhook, webhook_id, with_for_update=True)
+        if hook is None or not scope.sees(hook):
+            raise NotFound(f"no webhook {webhook_id}", details={"webhookId": webhook_id})
         await db.execute(
             sa.delete(WebhookDeliveryAttempt).where(
                 col(WebhookDeliveryAttempt.webhook_id) == hook.id

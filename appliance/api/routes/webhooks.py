@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from appliance.api.auth import Principal, PrincipalDep
-from appliance.api.schemas import ApiModel, ErrorResponse
+from appliance.api.schemas import ApiModel, AwareIsoDatetime, ErrorResponse
 from appliance.api.state import StateDep
 from appliance.db.models import Webhook
 from appliance.webhooks import service
@@ -192,8 +192,13 @@ async def update_webhook(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a webhook and its delivery history",
 )
-async def delete_webhook(webhook_id: str, state: StateDep, principal: PrincipalDep) -> Response:
+async def delete_webhook(
+    webhook_id: str, state: StateDep, runtime: RuntimeDep, principal: PrincipalDep
+) -> Response:
     await service.delete_webhook(state.writer, scope=_scope(principal), webhook_id=webhook_id)
+    # This worker's posts to it stop now; other workers' at their next poll.
+    if runtime.dispatcher is not None:
+        runtime.dispatcher.forget(webhook_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -229,7 +234,7 @@ async def replay(
     webhook_id: str,
     state: StateDep,
     principal: PrincipalDep,
-    since: AwareDatetime = Query(description="ISO 8601 with an offset"),
+    since: AwareIsoDatetime = Query(description="ISO 8601 with an offset"),
     include_delivered: bool = Query(
         default=True, alias="includeDelivered", description="Also re-send delivered ones"
     ),
@@ -256,7 +261,9 @@ async def list_deliveries(
         default=None, alias="status"
     ),
     limit: int = Query(default=50, ge=1, le=500),
-    before: AwareDatetime | None = Query(default=None, description="Cursor: createdAt of the last"),
+    before: AwareIsoDatetime | None = Query(
+        default=None, description="Cursor: createdAt of the last (ISO 8601 with an offset)"
+    ),
 ) -> DeliveryList:
     views = await service.list_deliveries(
         state.reader,
