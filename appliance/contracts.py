@@ -479,8 +479,28 @@ REPLY_ADAPTER: TypeAdapter[Reply] = TypeAdapter(Reply)
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
+class HandshakeSlots(Model):
+    """The engine's handshake slots (`max_concurrent_handshakes`) when the heartbeat was written.
+
+    Ages are 0 when nobody holds or waits; a slot held or waited for longer than
+    `[engine] handshake_stuck_after_s` makes `/readyz` name the engine as stuck.
+    """
+
+    limit: int = Field(ge=1, le=2_147_483_647)
+    active: int = Field(ge=0, le=2_147_483_647)
+    waiting: int = Field(ge=0, le=2_147_483_647)
+    oldest_active_s: float = Field(ge=0)
+    oldest_waiting_s: float = Field(ge=0)
+
+
 class EngineHeartbeat(Model):
-    """The value of the engine's heartbeat key, refreshed every interval with a TTL."""
+    """The value of the engine's heartbeat key, refreshed every interval with a TTL.
+
+    `at` and `session_states` are the engine's own view: which sessions it holds and in
+    which state, when the heartbeat was written. The api shows a session whose engine does
+    not hold it (or whose heartbeat is gone) as not connected (services/session_liveness.py).
+    The defaults only serve heartbeats written by hand (tests); the engine writes every field.
+    """
 
     pid: int
     upstream: Upstream
@@ -492,6 +512,9 @@ class EngineHeartbeat(Model):
     sessions: int = Field(ge=0)
     loop_lag_ms: float = Field(ge=0)
     node_version: str
+    at: datetime | None = None
+    session_states: dict[str, SessionState] = Field(default_factory=dict)
+    handshakes: HandshakeSlots | None = None
 
 
 class EnginePacing(Model):

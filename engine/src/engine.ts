@@ -108,6 +108,7 @@ export class Engine {
 			ttlMs: Math.round(config.heartbeat_ttl_s * 1000),
 			startedAt: this.opts.startedAt ?? new Date(),
 			sessions: () => manager.count,
+			liveness: manager,
 			log: log.child({ component: 'heartbeat' }),
 		})
 		await this.step(this.heartbeat.start())

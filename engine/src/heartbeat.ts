@@ -1,10 +1,16 @@
 import type { Redis } from 'ioredis'
-import type { EngineHeartbeat, EngineRuntimeConfig } from './generated/contracts.js'
+import type { EngineHeartbeat, EngineRuntimeConfig, HandshakeSlots } from './generated/contracts.js'
 import type { Logger } from './log.js'
 import { LoopLagMonitor } from './loop-lag.js'
 
 /** How many sessions the engine holds; the session manager (issue 4) provides it. */
 export type SessionCount = () => number
+
+/** The sessions the engine holds (name -> state) and its handshake slots, for the api. */
+export interface Liveness {
+	states(): EngineHeartbeat['session_states']
+	handshakes(): HandshakeSlots
+}
 
 export interface HeartbeatOptions {
 	redis: Redis
@@ -14,6 +20,8 @@ export interface HeartbeatOptions {
 	ttlMs: number
 	startedAt: Date
 	sessions: SessionCount
+	/** Per-session truth for the api (which sessions are held, in which state). */
+	liveness?: Liveness
 	log: Logger
 }
 
@@ -58,6 +66,9 @@ export class Heartbeat {
 			sessions: this.opts.sessions(),
 			loop_lag_ms: this.lag.takeP99Ms(),
 			node_version: process.version,
+			at: new Date().toISOString(),
+			session_states: this.opts.liveness?.states() ?? {},
+			handshakes: this.opts.liveness?.handshakes() ?? null,
 		}
 	}
 

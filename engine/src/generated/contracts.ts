@@ -429,6 +429,11 @@ reason: (string | null)
 
 /**
  * The value of the engine's heartbeat key, refreshed every interval with a TTL.
+ * 
+ * `at` and `session_states` are the engine's own view: which sessions it holds and in
+ * which state, when the heartbeat was written. The api shows a session whose engine does
+ * not hold it (or whose heartbeat is gone) as not connected (services/session_liveness.py).
+ * The defaults only serve heartbeats written by hand (tests); the engine writes every field.
  */
 export interface EngineHeartbeat {
 pid: number
@@ -441,6 +446,24 @@ heap_total_bytes: number
 sessions: number
 loop_lag_ms: number
 node_version: string
+at: (string | null)
+session_states: {
+[k: string]: ("created" | "connecting" | "qr" | "pairing_code" | "connected" | "reconnecting" | "logged_out" | "failed" | "stopped") | undefined
+}
+handshakes: (HandshakeSlots | null)
+}
+/**
+ * The engine's handshake slots (`max_concurrent_handshakes`) when the heartbeat was written.
+ * 
+ * Ages are 0 when nobody holds or waits; a slot held or waited for longer than
+ * `[engine] handshake_stuck_after_s` makes `/readyz` name the engine as stuck.
+ */
+export interface HandshakeSlots {
+limit: number
+active: number
+waiting: number
+oldest_active_s: number
+oldest_waiting_s: number
 }
 
 /**

@@ -17,11 +17,11 @@ import type { EngineRuntimeConfig, SessionStartPayload } from '../generated/cont
 import { fillKey, redisKeyTemplates } from '../keys.js'
 import type { Logger } from '../log.js'
 import type { UpstreamTarget } from '../upstream/index.js'
-import { Semaphore } from './semaphore.js'
+import { Semaphore, type SlotStats } from './semaphore.js'
 import { Session, type SessionHost } from './session.js'
 import { cachePrefix, socketCaches } from './socket-caches.js'
 import { StatePublisher } from './state-events.js'
-import type { ManagedSession, SessionPacing, SessionRegistry, SocketConfigContributor, SocketHook, Unsubscribe } from './types.js'
+import type { ManagedSession, SessionPacing, SessionRegistry, SessionState, SocketConfigContributor, SocketHook, Unsubscribe } from './types.js'
 
 const MB = 1024 * 1024
 
@@ -42,8 +42,8 @@ export class SessionManager implements SessionRegistry {
 	private readonly contributors = new Set<SocketConfigContributor>()
 	private readonly masterKey: Buffer
 	private readonly lru: BudgetLru
-	private readonly handshakes: Semaphore
-	private readonly states: StatePublisher
+	private readonly handshakeSlots: Semaphore
+	private readonly publisher: StatePublisher
 	private readonly log: Logger
 	private readonly registryKey: string
 	private shuttingDown = false
@@ -52,9 +52,9 @@ export class SessionManager implements SessionRegistry {
 	constructor(private readonly o: ManagerOptions) {
 		this.masterKey = loadMasterKey(o.config.master_key_file)
 		this.lru = new BudgetLru(o.config.sessions.cache_budget_mb * MB)
-		this.handshakes = new Semaphore(o.config.sessions.max_concurrent_handshakes)
+		this.handshakeSlots = new Semaphore(o.config.sessions.max_concurrent_handshakes)
 		this.log = o.log.child({ component: 'sessions' })
-		this.states = new StatePublisher(o.events, this.log)
+		this.publisher = new StatePublisher(o.events, this.log)
 		this.registryKey = fillKey(redisKeyTemplates.engine_sessions_key, { upstream: o.config.upstream })
 		this.emitter.setMaxListeners(0)
 	}
@@ -66,6 +66,18 @@ export class SessionManager implements SessionRegistry {
 	/** Bytes held by the shared caches (signal keys, devices, retries, groups). */
 	get cacheBytes(): number {
 		return this.lru.bytes
+	}
+
+	/** Every session held, with its state (the heartbeat's `session_states`). */
+	states(): Record<string, SessionState> {
+		const states: Record<string, SessionState> = {}
+		for (const [name, session] of this.sessions) states[name] = session.state
+		return states
+	}
+
+	/** The handshake slots: held, waited for, and for how long (the heartbeat's `handshakes`). */
+	handshakes(): SlotStats {
+		return this.handshakeSlots.stats()
 	}
 
 	get(name: string): ManagedSession | undefined {
@@ -193,7 +205,7 @@ export class SessionManager implements SessionRegistry {
 		if ((await this.o.redis.exists(key)) === 0) this.held(name)
 		await this.o.redis.multi().del(key).hdel(this.registryKey, name).exec()
 		this.lru.deletePrefix(`${key}\0`)
-		await this.states.publish(name, traceId, { state: 'logged_out', reason: 'logout requested; the session was not running, its stored auth state was deleted' })
+		await this.publisher.publish(name, traceId, { state: 'logged_out', reason: 'logout requested; the session was not running, its stored auth state was deleted' })
 	}
 
 	private async remove(session: Session): Promise<void> {
@@ -226,14 +238,14 @@ export class SessionManager implements SessionRegistry {
 		return {
 			tuning: this.o.config.sessions,
 			upstream: this.o.upstream,
-			handshakes: this.handshakes,
+			handshakes: this.handshakeSlots,
 			// Baileys is chatty: its info lines only when the engine itself is at debug.
 			baileysLog: this.o.log.child({ component: 'baileys', session: name }, { level }),
 			openAuth: () => RedisAuthStore.open({ redis: this.o.redis, key: this.authKey(name), masterKey: this.masterKey, cache: this.lru, log: this.log.child({ session: name }) }),
 			caches: socketCaches(this.lru, name),
 			socketHooks: () => this.hooks,
 			contributedConfig: session => [...this.contributors].map(c => c(session)),
-			publish: (session, update) => this.states.publish(session.name, session.traceId, update).then(() => undefined),
+			publish: (session, update) => this.publisher.publish(session.name, session.traceId, update).then(() => undefined),
 			ended: session => this.remove(session).catch(err => this.log.error({ session: name, err: (err as Error).message }, 'removing an ended session failed')),
 			paired: session => {
 				const settings = { ...session.settings, paired_at: session.pairedAt?.toISOString() ?? null }

@@ -59,6 +59,8 @@ export class Session implements ManagedSession {
 	private flaps = 0
 	private openedAt = 0
 	private retryTimer: NodeJS.Timeout | undefined
+	/** Gives back the handshake slot of the current socket's attempt (idempotent). */
+	private releaseSlot: () => void = () => undefined
 	/** Bumped whenever the session is told to stop or restart: a stale connect gives up. */
 	private generation = 0
 	private readonly openCbs = new Set<(s: ManagedSession) => void>()
@@ -149,18 +151,26 @@ export class Session implements ManagedSession {
 			await this.setState({ state: 'failed', reason: this.host.upstream.unusable })
 			return
 		}
+		// The slot belongs to this attempt: it is given back exactly once (release is
+		// idempotent) on whichever way out comes first: a QR or an open (the handshake is
+		// done), a close, the socket being ended by halt/logout (endSocket, whether or not
+		// its close event ever comes), or this function leaving before a socket exists.
 		const release = await this.host.handshakes.acquire()
-		if (generation !== this.generation) return release()
+		let handedToSocket = false
 		try {
+			if (generation !== this.generation) return
 			this.auth ??= await this.host.openAuth()
-		} catch (err) {
-			release()
-			throw err
+			if (generation !== this.generation) return
+			await this.setState({ state: 'connecting', attempt: this.attempt })
+			if (generation !== this.generation) return
+			this.openSocket(generation, this.auth, release)
+			handedToSocket = true
+		} finally {
+			if (!handedToSocket) release()
 		}
-		if (generation !== this.generation) return release()
-		await this.setState({ state: 'connecting', attempt: this.attempt })
-		if (generation !== this.generation) return release()
-		const auth = this.auth
+	}
+
+	private openSocket(generation: number, auth: RedisAuthStore, release: () => void): void {
 		const config = buildSocketConfig(this.host.contributedConfig(this), {
 			auth: auth.state,
 			logger: this.host.baileysLog,
@@ -171,8 +181,13 @@ export class Session implements ManagedSession {
 		// the socket within a tick, and a close nobody hears would leak the handshake slot.
 		const sock = makeWASocket(config)
 		this.sock = sock
+		this.releaseSlot = release
 		let opened = false
 		let pairingStarted = false
+		// Before the "still ours?" check below: a socket we let go of still gives its slot back.
+		sock.ev.on('connection.update', update => {
+			if (update.qr || update.connection === 'open' || update.connection === 'close') release()
+		})
 		sock.ev.on('creds.update', () => void auth.saveCreds().catch(err => this.logger.error({ err: (err as Error).message }, 'saving creds failed')))
 		sock.ev.on('groups.upsert', groups => groups.forEach(g => this.host.caches.groups.set(g.id, g)))
 		sock.ev.on('groups.update', updates => updates.forEach(u => u.id && this.host.caches.groups.del(u.id)))
@@ -184,7 +199,8 @@ export class Session implements ManagedSession {
 				this.host.paired(this)
 			}
 			if (update.qr) {
-				release() // waiting for a human (or the simulated phone) is not a handshake
+				// The slot went back above: waiting for a human (or the simulated phone) is
+				// not a handshake.
 				if (!pairingStarted) {
 					pairingStarted = true
 					if (this.settings.pairing === 'code' && this.settings.phone) void this.pairByCode(sock, this.settings.phone)
@@ -192,7 +208,6 @@ export class Session implements ManagedSession {
 				} else if (this.settings.pairing !== 'code') void this.showQr(update.qr, false)
 			}
 			if (update.connection === 'open') {
-				release()
 				opened = true
 				this.openedAt = Date.now()
 				this.failures = 0
@@ -203,7 +218,6 @@ export class Session implements ManagedSession {
 				this.host.opened(this)
 			}
 			if (update.connection === 'close') {
-				release()
 				this.sock = undefined
 				const code = (update.lastDisconnect?.error as Boom | undefined)?.output?.statusCode
 				for (const cb of this.closeCbs) cb(this, code)
@@ -290,12 +304,16 @@ export class Session implements ManagedSession {
 		const sock = this.sock
 		if (sock === undefined) return
 		this.sock = undefined
+		const release = this.releaseSlot
 		const closed = new Promise<void>(resolve => {
 			sock.ev.on('connection.update', u => u.connection === 'close' && resolve())
 			setTimeout(resolve, CLOSE_WAIT_MS).unref()
 		})
 		sock.end(undefined)
 		await closed
+		// A socket ended mid-handshake (upstream frozen) may never report its close: the
+		// slot is not left to that event.
+		release()
 		// The close handler ignores a socket we let go of on purpose; listeners still hear of it.
 		for (const cb of this.closeCbs) cb(this, undefined)
 		this.host.closed(this, undefined)

@@ -31,6 +31,10 @@ describe('the engine heartbeat', { timeout: 30_000 }, () => {
 		assert.equal(first.sessions, 0)
 		assert.equal(first.node_version, `v${process.versions.node}`)
 		assert.ok((first.rss_bytes as number) > 0 && (first.heap_used_bytes as number) > 0)
+		// The per-session truth the api overlays (none held yet) and idle handshake slots.
+		assert.deepEqual(first.session_states, {})
+		assert.deepEqual(first.handshakes, { limit: 8, active: 0, waiting: 0, oldest_active_s: 0, oldest_waiting_s: 0 })
+		assert.ok(Math.abs(Date.parse(first.at as string) - Date.now()) < 5000, `at ${String(first.at)} is not now`)
 		const ttl = await redis.client.pttl(KEY)
 		assert.ok(ttl > 0 && ttl <= 3000, `PTTL ${ttl} is not within the configured 3 s`)
 
