@@ -95,6 +95,29 @@ class ServiceUnavailable(WappError):
     retryable = True
 
 
+class RedisUnavailable(ServiceUnavailable):
+    """Redis refused or dropped the connection (a restart takes about a second): the
+    request can be retried as it is, after `retry_after_s` (answered as `Retry-After`)."""
+
+    code = "REDIS_UNAVAILABLE"
+
+    def __init__(
+        self, message: str, *, retry_after_s: int = 1, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(
+            message, details={"retryable": True, "retryAfterS": retry_after_s, **(details or {})}
+        )
+        self.retry_after_s = retry_after_s
+
+
+class EnqueueFailed(RedisUnavailable):
+    """A send's row is committed but its command could not be put into Redis. The id in
+    `details.messageId` is real: the api's requeue sweep enqueues the row once Redis is
+    back, and a retry with the same Idempotency-Key answers 202 with that id."""
+
+    code = "ENQUEUE_FAILED"
+
+
 class ConfigError(WappError):
     """Invalid or unreadable configuration: the CLI exits 3 naming the field and the file."""
 

@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.stack",
     "tests.fixtures.api",
+    "tests.fixtures.killable_redis",
 ]
 
 

@@ -25,6 +25,7 @@ from appliance.db.engine import (
 from appliance.events.consumer import EventConsumer
 from appliance.redis_client import create_redis
 from appliance.services import commands
+from appliance.services.requeue import Requeuer
 from appliance.services.send_batcher import SendBatcher
 from appliance.settings import Settings
 from appliance.webhooks.runtime import WebhooksRuntime
@@ -68,8 +69,18 @@ def create_app(settings: Settings) -> FastAPI:
             writer=create_sessionmaker(writer_db),
             reader=create_sessionmaker(db, read_only=True),
         )
-        state.sends = SendBatcher(writer_db, redis, stream_maxlen=commands.STREAM_MAXLEN)
+        # Committed sends whose commands never reached Redis are enqueued by this sweep:
+        # at start (an api that died between commit and XADD), soon after a failed XADD
+        # (`soon`), and periodically.
+        requeuer = Requeuer(state.reader, redis)
+        state.sends = SendBatcher(
+            writer_db,
+            redis,
+            stream_maxlen=commands.STREAM_MAXLEN,
+            on_enqueue_failed=requeuer.soon,
+        )
         state.sends.start()
+        requeuer.start()
         checkpoints = WalCheckpoints(db) if is_sqlite(db) else None
         if checkpoints is not None:
             checkpoints.start()
@@ -85,6 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await app.state.webhooks.stop()
             await consumer.stop()
+            await requeuer.stop()
             await state.sends.stop()
             if checkpoints is not None:
                 await checkpoints.stop()

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 import orjson
+import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -22,6 +23,7 @@ from appliance.errors import (
     MethodNotAllowed,
     NotFound,
     RateLimited,
+    RedisUnavailable,
     Unauthorized,
     ValidationFailed,
     WappError,
@@ -46,7 +48,7 @@ class OrjsonResponse(JSONResponse):
 
 def error_response(exc: WappError) -> OrjsonResponse:
     headers = {}
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | RedisUnavailable):
         headers["Retry-After"] = str(exc.retry_after_s)
     return OrjsonResponse(exc.to_body(), status_code=exc.status, headers=headers)
 
@@ -102,6 +104,10 @@ async def _on_unexpected(_: Request, exc: Exception) -> OrjsonResponse:
 
 
 def unexpected_response(exc: Exception) -> OrjsonResponse:
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        # Redis restarting (refused, or loading its AOF) is retryable, not an internal error.
+        log.warning("redis unavailable", exc_info=exc)
+        return error_response(RedisUnavailable("Redis is unavailable; retry shortly"))
     log.exception("unhandled error", exc_info=exc)
     return error_response(WappError("internal error; see the api log for this trace id"))
 

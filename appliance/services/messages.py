@@ -5,12 +5,17 @@ first timeline entry in one short transaction, then XADD the command on the sess
 stream; the 202 answer carries the id. `Idempotency-Key` (per api key) returns the first
 answer again for the same body and refuses a different body; the per-key daily quota
 is a Redis counter per UTC day.
+
+The row is the record: when the XADD after its commit fails, the send answers 503
+`ENQUEUE_FAILED` with the message id (the row, its quota and its media stay), and the
+command is enqueued by the replay of a retry or by the requeue sweep (`requeue`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +26,7 @@ from typing import Any, Final, Literal
 import orjson
 import redis.asyncio as aioredis
 import sqlalchemy as sa
+from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
@@ -30,8 +36,8 @@ from appliance.api.auth import Principal
 from appliance.contracts import MessageRef, wa_message_id
 from appliance.db.models import ApiKey, Message, MessageStatusEvent, Session
 from appliance.db.types import new_id, utcnow
-from appliance.errors import NotFound, RateLimited, ValidationFailed
-from appliance.services import commands, media, outgoing, sessions
+from appliance.errors import EnqueueFailed, NotFound, RateLimited, ValidationFailed
+from appliance.services import commands, media, outgoing, requeue, sessions
 from appliance.services.send_batcher import PendingSend, SendBatcher
 from appliance.settings import Settings
 
@@ -253,7 +259,11 @@ async def send(
         if found is not None:
             if blob is not None:
                 blob.path.unlink(missing_ok=True)
-            return _replay(found, digest, idempotency_key)
+            accepted = _replay(found, digest, idempotency_key)
+            # The first request may have committed and then failed to XADD (a 503, or a
+            # 500 before this fix): its command may be nowhere in Redis.
+            await requeue.ensure_enqueued(reader, redis, found)
+            return accepted
     # After the replay check: a retry gets its first answer even if the session dropped.
     try:
         sessions.require_connected(session)
@@ -299,9 +309,14 @@ async def send(
             )
             if not await batcher.submit(pending):
                 message = None
+    except EnqueueFailed:
+        # The row is committed: its quota is spent, its media needed, and the requeue
+        # sweep enqueues its command once Redis is back.
+        raise
     except BaseException:
         if counter is not None:
-            await redis.decr(counter)
+            with contextlib.suppress(RedisError, OSError):  # Redis down: keep the error
+                await redis.decr(counter)
         if blob is not None:
             blob.path.unlink(missing_ok=True)
         raise
@@ -312,7 +327,14 @@ async def send(
         assert found is not None
         return _replay(found, digest, idempotency_key)
     if batcher is None:
-        await commands.enqueue(redis, command, upstream=session.upstream)
+        try:
+            await commands.enqueue(redis, command, upstream=session.upstream)
+        except (RedisError, OSError) as exc:
+            raise EnqueueFailed(
+                "the message is stored but Redis refused its command; it is enqueued "
+                "automatically once Redis is back",
+                details={"messageId": message.id},
+            ) from exc
     return Accepted(message=message, replayed=False)
 
 

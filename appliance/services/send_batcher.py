@@ -19,6 +19,11 @@ one), each of its sends is retried alone, in its own transaction, as a send with
 batching would be: one failing row costs the others a retry, never their message. A
 send whose Idempotency-Key is taken is answered `False` (the caller replays the first
 answer); any other error reaches that send's caller only.
+
+A send whose row committed but whose XADD failed (Redis restarting) hears
+`EnqueueFailed`, carrying its message id: the row exists, and the requeue sweep
+(`services.requeue`) puts its command into Redis once Redis is back, so that error is
+never a lost message. `on_enqueue_failed` tells the sweep to look soon.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -33,6 +39,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from appliance.errors import EnqueueFailed
 from appliance.services import send_rows
 
 log = logging.getLogger(__name__)
@@ -60,8 +67,10 @@ class SendBatcher:
         *,
         max_batch: int = MAX_BATCH,
         stream_maxlen: int = 100_000,
+        on_enqueue_failed: Callable[[], None] | None = None,
     ) -> None:
         self._writer = writer
+        self._on_enqueue_failed = on_enqueue_failed
         self._redis = redis
         self._max_batch = max_batch
         self._maxlen = stream_maxlen
@@ -155,11 +164,12 @@ class SendBatcher:
                 await self._xadd(batch)
                 for item in batch:
                     _succeed(item, True)
-            except BaseException as exc:
+            except Exception as exc:
+                self._enqueue_failed(batch, exc)
+            except BaseException as exc:  # cancelled: the sweep enqueues what was committed
                 for item in batch:
                     _fail(item, exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+                raise
             finally:
                 self._done(batch)
 
@@ -183,7 +193,7 @@ class SendBatcher:
         try:
             await self._xadd([item])
         except Exception as exc:
-            _fail(item, exc)
+            self._enqueue_failed([item], exc)
             return
         _succeed(item, True)
 
@@ -213,7 +223,26 @@ class SendBatcher:
         # Rows are committed; only the sends whose XADD failed hear about it.
         for item, result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
-                _fail(item, result)
+                self._enqueue_failed([item], result)
+
+    def _enqueue_failed(self, batch: list[PendingSend], exc: Exception) -> None:
+        """Committed rows whose commands are not in Redis: their callers hear a retryable
+        error with the real message id, and the sweep is told to look soon."""
+        log.warning(
+            "sends committed but not enqueued; the requeue sweep will enqueue them",
+            extra={"messages": len(batch), "error": str(exc)},
+        )
+        for item in batch:
+            failure = EnqueueFailed(
+                "the message is stored but Redis refused its command; it is enqueued "
+                "automatically once Redis is back (a retry with the same Idempotency-Key "
+                "answers 202 with this id)",
+                details={"messageId": item.message["id"]},
+            )
+            failure.__cause__ = exc
+            _fail(item, failure)
+        if self._on_enqueue_failed is not None:
+            self._on_enqueue_failed()
 
 
 # A waiter whose client went away has a cancelled future: it hears nothing more.
