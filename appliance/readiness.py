@@ -1,7 +1,11 @@
-"""What `/readyz` checks: the database answers, Redis answers, each engine's heartbeat is fresh.
+"""What `/readyz` checks: the database answers, Redis answers, each engine's heartbeat is
+fresh and its handshakes move.
 
 Freshness is the heartbeat key's TTL: the engine re-sets it every interval with a TTL
-longer than the interval, so an absent key means a dead or stuck engine.
+longer than the interval, so an absent key means a dead or frozen engine. An engine that
+beats but whose handshake slots are held or waited for past `[engine]
+handshake_stuck_after_s` connects nobody (an upstream that does not answer, a leaked slot):
+it is not ready either, and the check says how many handshakes wait and for how long.
 """
 
 from __future__ import annotations
@@ -51,12 +55,27 @@ async def _redis(redis: aioredis.Redis) -> str:
     return "ok"
 
 
-async def _engine(redis: aioredis.Redis, upstream: Upstream) -> str:
+async def _engine(redis: aioredis.Redis, upstream: Upstream, stuck_after_s: float) -> str:
     try:
         beat = await engine_heartbeat(redis, upstream)
     except ValidationError:
         return "heartbeat unreadable"
-    return "ok" if beat is not None else "no fresh heartbeat"
+    if beat is None:
+        return "no fresh heartbeat"
+    return handshakes_check(beat, stuck_after_s)
+
+
+def handshakes_check(beat: EngineHeartbeat, stuck_after_s: float) -> str:
+    """ "ok", or what is stuck: slots held and handshakes waiting, with their oldest ages."""
+    slots = beat.handshakes
+    if slots is None or max(slots.oldest_active_s, slots.oldest_waiting_s) <= stuck_after_s:
+        return "ok"
+    return (
+        f"handshakes stuck at the {beat.upstream} upstream: {slots.active} of {slots.limit} "
+        f"slots held (oldest {slots.oldest_active_s:.0f}s), {slots.waiting} waiting "
+        f"(oldest {slots.oldest_waiting_s:.0f}s); bound {stuck_after_s:g}s "
+        "([engine] handshake_stuck_after_s)"
+    )
 
 
 async def _guarded(name: str, check: asyncio.Future[str] | asyncio.Task[str]) -> tuple[str, str]:
@@ -74,7 +93,12 @@ async def check_readiness(settings: Settings, db: AsyncEngine, redis: aioredis.R
         _guarded("redis", asyncio.ensure_future(_redis(redis))),
     ]
     checks += [
-        _guarded(f"engine.{upstream}", asyncio.ensure_future(_engine(redis, upstream)))
+        _guarded(
+            f"engine.{upstream}",
+            asyncio.ensure_future(
+                _engine(redis, upstream, settings.engine.handshake_stuck_after_s)
+            ),
+        )
         for upstream in expected_engines(settings)
     ]
     results = await asyncio.gather(*checks)

@@ -97,6 +97,9 @@ class EngineSettings(Section):
     reconnect_max_attempts: int = Field(default=3, ge=1)
     cache_budget_mb: int = Field(default=64, ge=1)
     loop_lag_pause_ms: float = Field(default=1000.0, gt=0)
+    # A handshake slot held, or waited for, longer than this makes /readyz call the engine
+    # stuck (a handshake ends within connect timeout, 20 s, when the upstream answers).
+    handshake_stuck_after_s: float = Field(default=120.0, gt=0)
 
     @model_validator(mode="after")
     def _ttl_outlives_interval(self) -> EngineSettings:

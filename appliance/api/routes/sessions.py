@@ -15,7 +15,7 @@ from appliance.api.schemas import ApiModel, ErrorResponse
 from appliance.api.state import StateDep
 from appliance.contracts import PacingOverrides, SessionState, Upstream
 from appliance.db.models import Session
-from appliance.services import sessions
+from appliance.services import session_liveness, sessions
 
 _ERR = {"model": ErrorResponse}
 router = APIRouter(
@@ -150,7 +150,9 @@ async def create_session(
 
 @router.get("", summary="List sessions (a tenant sees its own)")
 async def list_sessions(state: StateDep, principal: PrincipalDep) -> SessionList:
-    rows = await sessions.list_visible(state.reader, principal)
+    rows = await session_liveness.seen_by_engine(
+        state.redis, await sessions.list_visible(state.reader, principal)
+    )
     return SessionList(items=[SessionPublic.of(r) for r in rows])
 
 
@@ -158,7 +160,9 @@ async def list_sessions(state: StateDep, principal: PrincipalDep) -> SessionList
 async def get_session(
     session: SessionRef, state: StateDep, principal: PrincipalDep
 ) -> SessionPublic:
-    return SessionPublic.of(await sessions.get(state.reader, principal, session))
+    row = await sessions.get(state.reader, principal, session)
+    [seen] = await session_liveness.seen_by_engine(state.redis, [row])
+    return SessionPublic.of(seen)
 
 
 @router.delete(
