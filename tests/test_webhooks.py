@@ -541,10 +541,10 @@ async def test_sends_are_bounded_per_endpoint_and_overall(
 
 def _classify(code: int | None, retry_after: str | None = None, **row: Any) -> Any:
     from appliance.settings import WebhooksSettings
-    from appliance.webhooks.dispatcher import _Row, classify
+    from appliance.webhooks.verdicts import Row, classify
 
     at = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-    made = _Row(
+    made = Row(
         id="d1",
         event_id="e1",
         session="s",
@@ -580,7 +580,7 @@ def test_each_answer_is_classified_as_the_issue_says() -> None:
 
 def test_backoff_grows_to_an_hour_and_the_last_try_is_dead_lettered() -> None:
     from appliance.settings import WebhooksSettings
-    from appliance.webhooks.dispatcher import backoff_s
+    from appliance.webhooks.verdicts import backoff_s
 
     defaults = WebhooksSettings()
     delays = [backoff_s(n, defaults) for n in range(1, 16)]
@@ -597,7 +597,7 @@ def test_backoff_grows_to_an_hour_and_the_last_try_is_dead_lettered() -> None:
 
 @pytest.mark.parametrize(("value", "expected"), [("7", 7.0), (None, None), ("soon", None)])
 def test_retry_after_is_read_in_seconds(value: str | None, expected: float | None) -> None:
-    from appliance.webhooks.dispatcher import retry_after_s
+    from appliance.webhooks.verdicts import retry_after_s
 
     assert retry_after_s(value, datetime.now(UTC)) == expected
 

@@ -17,7 +17,7 @@ from appliance.contracts import SessionStateEvent, SessionStatePayload
 from appliance.db.models import Webhook, WebhookDelivery
 from appliance.settings import Settings, WebhooksSettings
 from appliance.webhooks import pairing
-from appliance.webhooks.dispatcher import _Row, classify
+from appliance.webhooks.verdicts import Row, classify
 from tests.fixtures.api import auth
 from tests.test_webhooks_support import (  # noqa: F401  (fixtures)
     Receiver,
@@ -186,7 +186,7 @@ def test_a_qr_is_retried_for_a_minute_not_a_day() -> None:
     plain = {"type": "session.state", "data": {"state": "connected"}}
 
     def verdict(payload: dict[str, Any], age_s: float) -> str:
-        row = _Row("d", "e", "s", payload, 3, at - timedelta(seconds=age_s))
+        row = Row("d", "e", "s", payload, 3, at - timedelta(seconds=age_s))
         return classify(
             row,
             status_code=503,

@@ -23,10 +23,7 @@ import random
 import socket
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
-from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -40,6 +37,7 @@ from appliance.webhooks.crypto import SecretBox
 from appliance.webhooks.http_client import HTTP_ERRORS, EndpointClient
 from appliance.webhooks.recorder import Outcome
 from appliance.webhooks.service import signing_secrets
+from appliance.webhooks.verdicts import Row, classify
 
 log = logging.getLogger("appliance.webhooks")
 
@@ -51,77 +49,6 @@ PENDING = sa.text("webhook_deliveries.status = 'pending'")
 # How long a deleted endpoint's id is remembered: longer than any round that had already
 # read its rows can take to start its posts.
 _GONE_KEPT_S = 600.0
-
-
-def backoff_s(attempts: int, settings: WebhooksSettings) -> float:
-    """Delay before try `attempts + 1`: exponential from retry_initial_s, capped, equal jitter."""
-    base: float = min(settings.retry_max_s, settings.retry_initial_s * 2.0 ** max(0, attempts - 1))
-    return base / 2 + random.uniform(0, base / 2)
-
-
-def retry_after_s(value: str | None, now: datetime) -> float | None:
-    """`Retry-After` in seconds or as an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        at = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if at.tzinfo is None:
-        return None
-    return max(0.0, (at - now).total_seconds())
-
-
-@dataclass
-class _Row:
-    id: str
-    event_id: str
-    session: str | None
-    payload: dict[str, Any]
-    attempts: int
-    created_at: datetime
-
-
-def classify(
-    row: _Row,
-    *,
-    status_code: int | None,
-    retry_after: str | None,
-    error: str | None,
-    latency_ms: int,
-    at: datetime,
-    settings: WebhooksSettings,
-) -> Outcome:
-    attempt = row.attempts + 1
-    out = Outcome(row.id, attempt, at, status_code, latency_ms, error, "retry")
-    if status_code is not None and 200 <= status_code < 300:
-        out.verdict = "delivered"
-        return out
-    if status_code == 410:
-        out.verdict = "failed"
-        out.disable_endpoint = "the receiver answered 410 Gone"
-        return out
-    if status_code is not None and 400 <= status_code < 500 and status_code not in (408, 429):
-        out.verdict = "failed"
-        return out
-    delay = backoff_s(attempt, settings)
-    if status_code == 429:
-        honoured = retry_after_s(retry_after, at)
-        if honoured is not None:
-            delay = honoured
-    deadline = row.created_at + timedelta(seconds=settings.retry_window_s)
-    if pairing.is_pairing(row.payload):
-        # A QR is useless (and its secret must go) long before a day has passed.
-        deadline = min(deadline, pairing.deadline(row.created_at))
-    next_at = at + timedelta(seconds=delay)
-    if next_at > deadline:
-        out.verdict = "dead"
-        return out
-    out.next_attempt_at = next_at
-    return out
 
 
 class Dispatcher:
@@ -348,7 +275,7 @@ class Dispatcher:
         except Exception:
             log.exception("webhook dispatcher: endpoint %s failed", webhook_id)
 
-    async def _due_groups(self, db: AsyncSession, webhook_id: str) -> list[list[_Row]]:
+    async def _due_groups(self, db: AsyncSession, webhook_id: str) -> list[list[Row]]:
         """Due rows grouped by session, oldest first; a session whose oldest pending row
         is waiting for a retry sends nothing newer (per-session order)."""
         now = utcnow()
@@ -384,19 +311,19 @@ class Dispatcher:
                 .limit(self.settings.batch_size)
             )
         ).all()
-        groups: dict[str | None, list[_Row]] = {}
+        groups: dict[str | None, list[Row]] = {}
         for r in rows:
             created = r.created_at
             first_blocked = blocked.get(r.session)
             if first_blocked is not None and first_blocked < _aware(created):
                 continue
             groups.setdefault(r.session, []).append(
-                _Row(r.id, r.event_id, r.session, r.payload, r.attempts, _aware(created))
+                Row(r.id, r.event_id, r.session, r.payload, r.attempts, _aware(created))
             )
         return list(groups.values())
 
     async def _send_group(
-        self, hook: Webhook, secrets: list[str], rows: list[_Row], per_endpoint: asyncio.Semaphore
+        self, hook: Webhook, secrets: list[str], rows: list[Row], per_endpoint: asyncio.Semaphore
     ) -> list[Outcome]:
         """One session's rows in order; stop at the first that is not delivered."""
         outcomes: list[Outcome] = []
@@ -421,14 +348,14 @@ class Dispatcher:
             self._clients[webhook_id] = client
         return client
 
-    async def _send_one(self, hook: Webhook, secrets: list[str], row: _Row) -> Outcome:
+    async def _send_one(self, hook: Webhook, secrets: list[str], row: Row) -> Outcome:
         outcome = await self._try(hook, secrets, row)
         if outcome.verdict != "retry" and pairing.is_pairing(row.payload):
             # Over (delivered, failed or dead): the QR's secret leaves the row with it.
             outcome.replace_payload = pairing.redacted(row.payload)
         return outcome
 
-    async def _try(self, hook: Webhook, secrets: list[str], row: _Row) -> Outcome:
+    async def _try(self, hook: Webhook, secrets: list[str], row: Row) -> Outcome:
         now = utcnow()
         if pairing.is_pairing(row.payload) and pairing.expired(row.payload, row.created_at, now):
             return Outcome(row.id, row.attempts + 1, now, None, 0, pairing.EXPIRED_ERROR, "dead")
