@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -23,10 +27,11 @@ from appliance.contracts import (
 from appliance.db.models import Message, ProcessedEvent, Session
 from appliance.db.models import MessageStatusEvent as StatusRow
 from appliance.events import ephemeral
-from appliance.events.consumer import EventConsumer
+from appliance.events.consumer import EventConsumer, consumer_name, liveness_key
 from appliance.redis_keys import API_CONSUMER_GROUP, EVENTS_STREAM
 
 Sessions = async_sessionmaker[AsyncSession]
+ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -279,3 +284,86 @@ async def test_an_event_for_an_unknown_session_is_recorded_and_skipped(
     assert await drain(consumer) == 1
     async with db_sessionmaker() as db:
         assert await db.scalar(sa.select(sa.func.count()).select_from(Session)) == 0
+
+
+async def test_a_killed_consumers_events_are_claimed_at_once_by_the_next_one(
+    redis: aioredis.Redis, redis_url: str, db_sessionmaker: Sessions, session_row: Session
+) -> None:
+    """kill -9 of an api worker that had read events without acking them: a new consumer
+    applies them within a couple of seconds, not after the 60 s idle threshold."""
+    first = EventConsumer(redis=redis, writer=db_sessionmaker)
+    await first.ensure_group()
+    await xadd(redis, state("connected", T0 + timedelta(seconds=1)))
+    dying = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.fixtures.dying_consumer",
+        redis_url,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    try:
+        assert dying.stdout is not None
+        line = await asyncio.wait_for(dying.stdout.readline(), 30)
+        assert line.strip() == b"1"  # it holds the event, unacked
+    finally:
+        dying.kill()  # SIGKILL: no ack, no cleanup, its liveness key stays behind
+        await dying.wait()
+    [dead] = await redis.xinfo_consumers(EVENTS_STREAM, API_CONSUMER_GROUP)
+    assert dead["pending"] == 1
+    assert await redis.exists(liveness_key(dead["name"].decode()))
+
+    restarted = EventConsumer(redis=redis, writer=db_sessionmaker, block_ms=100)  # 60 s idle
+    started = asyncio.get_running_loop().time()
+    restarted.start()
+    try:
+        while asyncio.get_running_loop().time() - started < 2.0:
+            async with db_sessionmaker() as db:
+                row = await db.get(Session, session_row.id)
+            if row is not None and row.state == "connected":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the dead consumer's event was not applied within 2 s")
+    finally:
+        await restarted.stop()
+    assert (await redis.xpending(EVENTS_STREAM, API_CONSUMER_GROUP))["pending"] == 0
+    # The dead one is gone from the group (the stopped one, too, left nothing pending).
+    names = {
+        c["name"].decode() for c in await redis.xinfo_consumers(EVENTS_STREAM, API_CONSUMER_GROUP)
+    }
+    assert dead["name"].decode() not in names
+
+
+async def test_a_live_consumers_pending_events_are_left_to_it(
+    consumer: EventConsumer, redis: aioredis.Redis, session_row: Session
+) -> None:
+    await consumer.ensure_group()
+    await xadd(redis, state("connected", T0 + timedelta(seconds=1)))
+    # Another worker of this very host, alive: its process runs and its key is fresh.
+    alive = consumer_name().replace(f":{os.getpid()}:", f":{os.getppid()}:")
+    await redis.set(liveness_key(alive), b"1", ex=30)
+    await redis.xreadgroup(API_CONSUMER_GROUP, alive, {EVENTS_STREAM: ">"}, count=10)
+    assert await consumer.claim_orphans() == 0
+    assert (await redis.xpending(EVENTS_STREAM, API_CONSUMER_GROUP))["pending"] == 1
+
+
+async def test_a_qr_event_leaves_the_stream_once_handled_and_others_stay(
+    consumer: EventConsumer, redis: aioredis.Redis, session_row: Session
+) -> None:
+    expires = datetime.now(UTC) + timedelta(seconds=30)
+    await xadd(
+        redis,
+        state("qr", datetime.now(UTC), qr="2@secret-ref,adv-secret", qr_expires_at=expires),
+        state("pairing_code", datetime.now(UTC), pairing_code="ABCD1234"),
+        state("connecting", datetime.now(UTC)),
+    )
+    assert await drain(consumer) == 3
+    left = [orjson.loads(fields[b"data"]) for _, fields in await redis.xrange(EVENTS_STREAM)]
+    assert [e["payload"]["state"] for e in left] == ["connecting"]
+    assert b"adv-secret" not in b"".join(orjson.dumps(e) for e in left)
+    # Handled first: the current QR is there for GET .../qr until it expires.
+    assert (
+        orjson.loads(await redis.get(ephemeral.qr_key("sales-1")))["qr"]
+        == "2@secret-ref,adv-secret"
+    )

@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from appliance.auth.api_keys import create_api_key
 from appliance.db.models import Message, MessageStatusEvent, Session
 from appliance.db.types import new_id, utcnow
+from appliance.errors import EnqueueFailed
 from appliance.services.send_batcher import PendingSend, SendBatcher
+from tests.fixtures.killable_redis import KillableRedis
 
 Db = async_sessionmaker[AsyncSession]
 
@@ -250,3 +252,30 @@ async def test_sends_go_on_after_the_server_drops_the_connections(
     assert await asyncio.gather(*(batcher.submit(i) for i in after)) == [True] * 20
     ids = {i.message["id"] for i in before + after}
     assert await _stored(db_sessionmaker) == (ids, ids)
+
+
+async def test_a_committed_send_whose_xadd_fails_hears_its_id_and_the_sweep_is_told(
+    db_engine: AsyncEngine,
+    killable_redis: KillableRedis,
+    owner: tuple[str, str],
+    db_sessionmaker: Db,
+) -> None:
+    """Redis refuses the XADD after the commit: each waiter hears `EnqueueFailed` with
+    its own (real, committed) message id, never a bare connection error."""
+    told: list[bool] = []
+    client = aioredis.Redis.from_url(killable_redis.url)
+    sends = SendBatcher(db_engine, client, on_enqueue_failed=lambda: told.append(True))
+    sends.start()
+    try:
+        killable_redis.kill()
+        items = [_pending(owner) for _ in range(5)]
+        results = await asyncio.gather(*(sends.submit(i) for i in items), return_exceptions=True)
+    finally:
+        await sends.stop()
+        await client.aclose()
+    for item, result in zip(items, results, strict=True):
+        assert isinstance(result, EnqueueFailed), result
+        assert result.details["messageId"] == item.message["id"]
+    ids = {i.message["id"] for i in items}
+    assert await _stored(db_sessionmaker) == (ids, ids)
+    assert told

@@ -4,8 +4,18 @@ Each batch is one transaction: the processed-event marks, the applied state and 
 webhook outbox rows commit together, and only then are the entries acked. A crash
 before the ack redelivers the batch; the processed-event marks make that a no-op. With
 several uvicorn workers each runs one consumer of the same group, so every event is
-handled by one of them. Entries a dead consumer left pending are claimed after
-`claim_idle_ms`.
+handled by one of them.
+
+Entries a dead consumer left pending are claimed at once, at start and every
+`claim_every_s` (`claim_orphans`): each consumer keeps a liveness key, and one whose key
+is gone, or whose process on this host no longer runs (a kill -9 leaves its key up to
+`LIVENESS_TTL_S`), is dead; its entries are XCLAIMed with min-idle 0 and handled, and
+it is removed from the group (XGROUP DELCONSUMER). Anything else left pending (a
+consumer that stalled) is claimed after `claim_idle_ms`.
+
+A QR or pairing code event is deleted from the stream (XDEL) once acked: the QR carries
+the companion's ADV secret, and its fan-out (live listeners, webhooks, the current QR
+key) is done by then.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from appliance import periodic
 from appliance.contracts import EVENT_ADAPTER, Event, SessionStateEvent
 from appliance.db.models import ProcessedEvent
 from appliance.db.statements import insert_or_ignore
@@ -36,9 +47,48 @@ log = logging.getLogger("appliance.events")
 
 Entry = tuple[str, Event | None]
 
+# A live consumer refreshes its key every `LIVENESS_EVERY_S`; one whose key expired is dead.
+LIVENESS_TTL_S = 30
+LIVENESS_EVERY_S = 5.0
+
 
 def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def liveness_key(name: str) -> str:
+    return f"wapp:api:consumer:{name}"
+
+
+def process_gone(name: str) -> bool:
+    """True when `name` (see `consumer_name`) is a consumer of this host whose process
+    no longer runs, or whose pid this very process now has (a restarted container)."""
+    host, _, rest = name.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # the caller never asks about its own name
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # a process of another user has that pid now
+        return False
+    return False
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _carries_pairing_secret(event: Event | None) -> bool:
+    return (
+        isinstance(event, SessionStateEvent)
+        and event.payload.state in ("qr", "pairing_code")
+        and bool(event.payload.qr or event.payload.pairing_code)
+    )
 
 
 class EventConsumer:
@@ -61,6 +111,7 @@ class EventConsumer:
         self.claim_idle_ms = claim_idle_ms
         self.claim_every_s = claim_every_s
         self._task: asyncio.Task[None] | None = None
+        self._liveness: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     async def ensure_group(self) -> None:
@@ -74,7 +125,8 @@ class EventConsumer:
     @staticmethod
     def _decode(entry_id: Any, fields: dict[Any, Any]) -> Entry:
         sid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        raw = fields.get(b"data", fields.get("data"))
+        # A claimed entry deleted meanwhile comes without fields: acked, nothing to do.
+        raw = fields.get(b"data", fields.get("data")) if fields else None
         if raw is None:
             log.error("event entry without data", extra={"stream_id": sid})
             return sid, None
@@ -140,6 +192,9 @@ class EventConsumer:
             if event is not None:
                 await self._after_commit(event)
         await self.redis.xack(EVENTS_STREAM, API_CONSUMER_GROUP, *[sid for sid, _ in entries])
+        secrets = [sid for sid, event in entries if _carries_pairing_secret(event)]
+        if secrets:
+            await self.redis.xdel(EVENTS_STREAM, *secrets)
         return len(entries)
 
     async def read_once(self, block_ms: int | None = None) -> int:
@@ -171,6 +226,54 @@ class EventConsumer:
             if cursor == "0-0":
                 return handled
 
+    async def beat(self) -> None:
+        """Says this consumer is alive (see `claim_orphans`)."""
+        await self.redis.set(liveness_key(self.name), b"1", ex=LIVENESS_TTL_S)
+
+    async def _beat_quietly(self) -> None:
+        try:
+            await self.beat()
+        except (RedisError, OSError) as exc:
+            log.warning("event consumer liveness not written", extra={"error": str(exc)})
+
+    async def _is_dead(self, name: str) -> bool:
+        return process_gone(name) or not await self.redis.exists(liveness_key(name))
+
+    async def claim_orphans(self) -> int:
+        """Claim and handle what dead consumers of the group left pending, at once (no
+        idle threshold), then remove them from the group. Returns the entries handled."""
+        handled = 0
+        for info in await self.redis.xinfo_consumers(EVENTS_STREAM, API_CONSUMER_GROUP):
+            name = _text(info["name"])
+            if name == self.name or not await self._is_dead(name):
+                continue
+            count, emptied = await self._claim_all_of(name)
+            handled += count
+            if emptied:  # DELCONSUMER drops its pending entries: only once there are none
+                await self.redis.xgroup_delconsumer(EVENTS_STREAM, API_CONSUMER_GROUP, name)
+                await self.redis.delete(liveness_key(name))
+                log.info("a dead event consumer's entries were claimed", extra={"c": name})
+        return handled
+
+    async def _claim_all_of(self, name: str) -> tuple[int, bool]:
+        handled, seen = 0, set[str]()
+        while True:
+            pending = await self.redis.xpending_range(
+                EVENTS_STREAM, API_CONSUMER_GROUP, "-", "+", self.batch, consumername=name
+            )
+            ids = [_text(p["message_id"]) for p in pending]
+            if not ids:
+                return handled, True
+            if seen.issuperset(ids):  # nothing moved: leave them to the idle claim
+                log.warning("a dead consumer's entries could not be claimed", extra={"c": name})
+                return handled, False
+            seen.update(ids)
+            to_claim: list[Any] = list(ids)
+            claimed = await self.redis.xclaim(
+                EVENTS_STREAM, API_CONSUMER_GROUP, self.name, 0, to_claim
+            )
+            handled += await self.handle(claimed)
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         next_claim = 0.0
@@ -178,6 +281,8 @@ class EventConsumer:
             try:
                 if loop.time() >= next_claim:
                     await self.ensure_group()
+                    await self.beat()
+                    await self.claim_orphans()
                     await self.claim_stale()
                     next_claim = loop.time() + self.claim_every_s
                 await self.read_once()
@@ -191,6 +296,10 @@ class EventConsumer:
                 await asyncio.sleep(1.0)
 
     def start(self) -> None:
+        self._liveness = asyncio.create_task(
+            periodic.every(LIVENESS_EVERY_S, self._stopping, self._beat_quietly),
+            name="wapp-event-consumer-liveness",
+        )
         self._task = asyncio.create_task(self.run(), name="wapp-event-consumer")
 
     async def stop(self) -> None:
@@ -200,3 +309,9 @@ class EventConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._liveness is not None:
+            await self._liveness
+            self._liveness = None
+            # What it left pending (a batch cut short) is for the next consumer at once.
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.delete(liveness_key(self.name))
