@@ -287,6 +287,13 @@ _SEND_OPENAPI: dict[str, Any] = {
             "model": ErrorResponse,
             "description": "`MESSAGE_QUOTA_EXCEEDED`, with `Retry-After` (seconds to UTC midnight)",
         },
+        503: {
+            "model": ErrorResponse,
+            "description": "`ENQUEUE_FAILED`: stored (`details.messageId` is real) but Redis "
+            "refused the command; it is enqueued once Redis is back, and a retry with the same "
+            "Idempotency-Key answers 202 with that id. `REDIS_UNAVAILABLE`: nothing stored. "
+            "Both retryable, with `Retry-After`",
+        },
     },
 )
 async def send_message(
