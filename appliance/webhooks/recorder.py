@@ -86,7 +86,7 @@ async def live_endpoints(db: AsyncSession, webhook_ids: Sequence[str]) -> set[st
         .order_by(_WEBHOOKS.c.id)
         # Postgres only (SQLite renders nothing here). KEY SHARE is what inserting a row
         # that references the endpoint takes anyway; it blocks a DELETE, not a lease renewal.
-        .with_for_update(key_share=True)
+        .with_for_update(read=True, key_share=True)
     )
     return {str(r) for r in rows.scalars().all()}
 
