@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,12 +18,42 @@ import orjson
 from appliance import ids
 
 trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
+# The unexpected exceptions a request's error handlers answered with a 500: the request's
+# one log line carries their stack (set by TraceMiddleware, filled by `note_unexpected`).
+_request_failures: ContextVar[list[BaseException] | None] = ContextVar(
+    "request_failures", default=None
+)
 
-_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# uvicorn adds a `color_message` twin of the message to some records.
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 def new_trace_id() -> str:
     return ids.hex_id()
+
+
+def begin_request() -> tuple[list[BaseException], Token[list[BaseException] | None]]:
+    """Start collecting the current request's unexpected exceptions (TraceMiddleware)."""
+    failures: list[BaseException] = []
+    return failures, _request_failures.set(failures)
+
+
+def end_request(token: Token[list[BaseException] | None]) -> None:
+    _request_failures.reset(token)
+
+
+def note_unexpected(exc: BaseException) -> bool:
+    """Hand an unexpected exception to the current request's log line. False outside a
+    request: the caller logs it itself."""
+    failures = _request_failures.get()
+    if failures is None:
+        return False
+    failures.append(exc)
+    return True
 
 
 class JsonFormatter(logging.Formatter):

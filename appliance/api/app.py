@@ -44,9 +44,14 @@ class WappApi(FastAPI):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._fast_send = TraceMiddleware(fast_send.FastSend(self))
+        self._fast_send = fast_send.FastSend(self)
+        # Outermost, around ServerErrorMiddleware too: a 500 carries X-Trace-Id as well.
+        self._traced = TraceMiddleware(self._dispatch)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._traced(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = fast_send.handles(scope)
         if found is None:
             await super().__call__(scope, receive, send)
@@ -114,7 +119,6 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
-    app.add_middleware(TraceMiddleware)
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(events.router)

@@ -9,8 +9,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from appliance.api.app import create_app
+from appliance.logs import configure_logging
 from appliance.settings import load_settings
 
 
 def app_factory() -> FastAPI:
-    return create_app(load_settings())
+    settings = load_settings()
+    # A spawned worker starts with logging unconfigured: the same JSON lines as `wapp api`.
+    configure_logging(settings.general.log_level, "api")
+    return create_app(settings)

@@ -28,6 +28,7 @@ from appliance.errors import (
     ValidationFailed,
     WappError,
 )
+from appliance.logs import note_unexpected
 
 log = logging.getLogger("appliance.api")
 
@@ -108,7 +109,9 @@ def unexpected_response(exc: Exception) -> OrjsonResponse:
         # Redis restarting (refused, or loading its AOF) is retryable, not an internal error.
         log.warning("redis unavailable", exc_info=exc)
         return error_response(RedisUnavailable("Redis is unavailable; retry shortly"))
-    log.exception("unhandled error", exc_info=exc)
+    # Inside a request, its one log line carries the stack (TraceMiddleware).
+    if not note_unexpected(exc):
+        log.exception("unhandled error", exc_info=exc)
     return error_response(WappError("internal error; see the api log for this trace id"))
 
 

@@ -12,8 +12,8 @@ with its trace, answered 500). Anything else, a multipart send or an `Idempotenc
 FastAPI would refuse, goes through the app as usual; the route stays the documented
 (OpenAPI) one and serves multipart sends.
 
-`FastSend` runs inside its own `TraceMiddleware`, so the trace id and the one log line
-per request are the same as on any route.
+`FastSend` runs inside the app's outermost `TraceMiddleware` (`WappApi`), so the
+`X-Trace-Id` header and the one log line per request are the same as on any route.
 """
 
 from __future__ import annotations

@@ -8,16 +8,21 @@ from pathlib import Path
 import uvicorn
 
 from appliance.errors import CommandFailed
+from appliance.logs import configure_logging
 from appliance.settings import Settings
 
 # Seconds uvicorn waits for open requests after SIGTERM; supervisord waits longer.
 GRACEFUL_SHUTDOWN_S = 10
 CONFIG_ENV = "WAPP_CONFIG"
+SERVICE = "api"
 
 
 def serve(settings: Settings, *, config_path: Path | None) -> None:
     api = settings.api
     log_level = settings.general.log_level
+    # JSON lines on stdout (supervisord keeps them in logs/api.log); uvicorn's own
+    # loggers propagate into them, so it must not install its dictConfig (log_config=None).
+    configure_logging(log_level, SERVICE)
     if api.workers == 1:
         from appliance.api.app import create_app
 
@@ -26,6 +31,7 @@ def serve(settings: Settings, *, config_path: Path | None) -> None:
             host=api.host,
             port=api.port,
             log_level=log_level,
+            log_config=None,
             # TraceMiddleware writes one structured line per request (with its trace id);
             # uvicorn's own access line would be a second, unstructured one.
             access_log=False,
@@ -46,6 +52,7 @@ def serve(settings: Settings, *, config_path: Path | None) -> None:
         host=api.host,
         port=api.port,
         log_level=log_level,
+        log_config=None,
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
