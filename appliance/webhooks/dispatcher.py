@@ -158,9 +158,7 @@ class Dispatcher:
         while not self._stopping.is_set():
             try:
                 await self._forget_deleted()
-                if time.monotonic() >= self._next_sweep:
-                    self._next_sweep = time.monotonic() + pairing.SWEEP_S
-                    await pairing.sweep(self.readers, self.sessions)
+                await self._sweep_pairing()
                 for webhook_id in await self._claim():
                     task = self._endpoints.get(webhook_id)
                     if task is None or task.done():
@@ -171,6 +169,16 @@ class Dispatcher:
                 log.exception("webhook dispatcher: a polling round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval_s)
+
+    async def _sweep_pairing(self) -> None:
+        """Every `pairing.SWEEP_S`; a failure is logged and never holds up the sends."""
+        if time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + pairing.SWEEP_S
+        try:
+            await pairing.sweep(self.readers, self.sessions)
+        except Exception:
+            log.exception("webhook dispatcher: sweeping expired pairing deliveries failed")
 
     async def _claim(self) -> list[str]:
         """Lease (or renew) the enabled endpoints that have due deliveries.
