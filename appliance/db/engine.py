@@ -11,6 +11,7 @@ queue behind writers in WAL mode.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from appliance.errors import ConfigError
+from appliance.paths import secure_sqlite_files
 from appliance.settings import Settings
 
 # Execution option read by the `begin` listener: how a SQLite transaction starts.
@@ -65,6 +67,7 @@ def create_db_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
             **kwargs,
         )
         _sqlite_discipline(engine, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
+        _sqlite_private_files(engine, url, data_dir=settings.data_dir)
         return engine
     return create_async_engine(
         url,
@@ -75,6 +78,21 @@ def create_db_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         pool_pre_ping=True,
         **kwargs,
     )
+
+
+def _sqlite_private_files(engine: AsyncEngine, url: URL, *, data_dir: Path) -> None:
+    """The database file and its -wal/-shm are 0600 (docs/operations.md, file modes).
+
+    Checked before every new pooled connection opens the file (a handful of stat calls):
+    a file copied in or restored with wider modes is tightened at the next connection.
+    """
+    if url.database in (None, "", ":memory:") or url.query.get("uri"):
+        return
+    database = Path(url.database).absolute()
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _before_open(*_: Any) -> None:
+        secure_sqlite_files(database, data_dir=data_dir)
 
 
 def _sqlite_discipline(

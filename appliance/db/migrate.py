@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from appliance.db.engine import create_db_engine, parse_database_url, reader
 from appliance.errors import ConfigError, ServiceUnavailable
-from appliance.paths import MIGRATIONS_DIR
+from appliance.paths import MIGRATIONS_DIR, secure_sqlite_files
 from appliance.settings import Settings
 
 # Arbitrary, fixed: the key of the Postgres advisory lock held while migrating.
@@ -102,6 +102,8 @@ async def upgrade(settings: Settings, revision: str = "head") -> str | None:
                 f"database.url: cannot create {sqlite_file.parent}: {exc.strerror}",
                 details={"field": "database.url"},
             ) from exc
+        # Private before sqlite3 creates it with the umask's mode (and its WAL with it).
+        secure_sqlite_files(sqlite_file.absolute(), data_dir=settings.data_dir)
         await asyncio.to_thread(
             _switch_to_wal, sqlite_file, settings.database.sqlite_busy_timeout_ms / 1000
         )

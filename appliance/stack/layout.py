@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import ConfigError
+from appliance.paths import secure_data_dir
 from appliance.settings import Settings
 
 # sun_path is 108 bytes on Linux including the trailing NUL.
@@ -65,7 +66,8 @@ class StackLayout:
                 )
 
     def make_dirs(self, settings: Settings) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # 0700, and an existing wider one tightened (refused when another user's).
+        secure_data_dir(self.data_dir)
         # Sockets and the Redis data are the appliance's alone.
         self.run_dir.mkdir(mode=0o700, exist_ok=True)
         if settings.redis.managed:

@@ -105,6 +105,9 @@ def redis_conf(settings: Settings, layout: StackLayout) -> str:
         ("loglevel", _REDIS_LOGLEVEL[settings.general.log_level]),
         ("appendonly", "yes"),
         ("appendfsync", "everysec"),
+        # The AOF is the only copy on disk: no RDB snapshots (dump.rdb) besides it, at
+        # intervals or at shutdown, so the data lives in one file and one mode.
+        ("save", '""'),
         ("maxmemory", f"{settings.redis.maxmemory_mb}mb"),
         # Auth state and queued commands must never be evicted: refuse writes instead.
         ("maxmemory-policy", "noeviction"),
