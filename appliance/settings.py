@@ -241,6 +241,30 @@ class Settings(BaseSettings):
     sessions: SessionsSettings = SessionsSettings()
     media: MediaSettings = MediaSettings()
     security: SecuritySettings = SecuritySettings()
+class WatchdogSettings(Section):
+    # The `watchdog` program: samples the stack and recycles a leaking engine or api.
+    enabled: bool = True
+    interval_s: float = Field(default=5.0, gt=0)
+    # An engine whose process tree's RSS stays over this for `over_limit_samples` samples
+    # in a row is recycled (drained, restarted; its sessions come back without QR).
+    engine_max_rss_mb: int = Field(default=1280, ge=64)
+    over_limit_samples: int = Field(default=3, ge=1)
+    # No heartbeat written for this long (the key's TTL ends it) means a hung engine.
+    heartbeat_stale_s: float = Field(default=60.0, gt=0)
+    # Event-loop lag (the heartbeat's p99) over this for `loop_lag_samples` samples in a row.
+    loop_lag_max_ms: float = Field(default=5000.0, gt=0)
+    loop_lag_samples: int = Field(default=6, ge=1)
+    # The api's process tree (every uvicorn worker), over this for `over_limit_samples`.
+    api_max_rss_mb: int = Field(default=1024, ge=64)
+    # A program just (re)started is not judged on its heartbeat for this long.
+    startup_grace_s: float = Field(default=60.0, ge=0)
+    # After recycling a program, none of it again for this long; at most this many per hour.
+    cooldown_s: float = Field(default=600.0, ge=0)
+    max_recycles_per_hour: int = Field(default=3, ge=1)
+    # Redis's used memory over this fraction of its maxmemory: an alert (never a recycle).
+    redis_memory_alert_ratio: float = Field(default=0.9, gt=0, le=1)
+
+
 
     @classmethod
     def settings_customise_sources(
@@ -265,6 +289,7 @@ class Settings(BaseSettings):
             return self.database.url
         return f"sqlite+aiosqlite:///{self.data_dir / 'wapp.db'}"
 
+    watchdog: WatchdogSettings = WatchdogSettings()
     @property
     def redis_socket_path(self) -> Path:
         return self.data_dir / "redis" / "redis.sock"
