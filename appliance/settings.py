@@ -7,12 +7,20 @@ test keeps the two equal.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from appliance.errors import ConfigError
@@ -44,6 +52,22 @@ class ApiSettings(Section):
     # Repeated bad API keys from one address: after this many in the window, 429.
     auth_failure_limit: int = Field(default=10, ge=1)
     auth_failure_window_s: int = Field(default=60, ge=1)
+    # Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto are believed
+    # (uvicorn's forwarded_allow_ips). Empty: nobody's, so a client cannot pick the
+    # address the bad-key throttle counts it under.
+    trusted_proxies: tuple[str, ...] = ()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/24)"
+                ) from exc
+        return value
 
 
 class DatabaseSettings(Section):

@@ -49,17 +49,29 @@ async def authenticate(
 
 
 async def principal_for(state: AppState, address: str, presented: str | None) -> Principal:
-    """The throttle, then the key: what `authenticate` does once the headers are read."""
-    limits = state.settings.api
-    await throttle.ensure_not_blocked(state.redis, address, limit=limits.auth_failure_limit)
+    """The key, then (only for a refused one) the throttle: what `authenticate` does once
+    the headers are read. A valid key is never refused for others' failures."""
+    # No key is no guess: 401, not counted.
     if not presented:
         raise Unauthorized("missing API key: send `Authorization: Bearer wapp_...` or `X-Api-Key`")
     try:
         key = await api_keys.authenticate(state.reader, presented)
     except Unauthorized:
-        await throttle.record_failure(state.redis, address, window_s=limits.auth_failure_window_s)
+        await refused(state, address, presented)
         raise
     return Principal(key=key)
+
+
+async def refused(state: AppState, address: str, presented: str | None) -> None:
+    """Count a refused key; RateLimited (429) instead of the 401 once over the limits."""
+    limits = state.settings.api
+    await throttle.record_failure(
+        state.redis,
+        address,
+        presented,
+        limit=limits.auth_failure_limit,
+        window_s=limits.auth_failure_window_s,
+    )
 
 
 async def require_admin(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:

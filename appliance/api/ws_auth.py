@@ -7,22 +7,23 @@ from __future__ import annotations
 
 from fastapi import WebSocket
 
-from appliance.api.auth import Principal
+from appliance.api.auth import Principal, refused
 from appliance.api.state import AppState
-from appliance.auth import api_keys, throttle
+from appliance.auth import api_keys
 from appliance.errors import Unauthorized
 
 
 async def authenticate_ws(websocket: WebSocket, state: AppState) -> Principal:
+    # The client's address as uvicorn gives it: forwarded headers count only from
+    # `[api] trusted_proxies`.
     address = websocket.client.host if websocket.client else "unknown"
-    limits = state.settings.api
-    await throttle.ensure_not_blocked(state.redis, address, limit=limits.auth_failure_limit)
     header = websocket.headers.get("authorization", "")
     presented = (
         (header[len("Bearer ") :] if header.startswith("Bearer ") else None)
         or websocket.headers.get("x-api-key")
         or websocket.query_params.get("apiKey")
     )
+    # No key is no guess: 401, not counted.
     if not presented:
         raise Unauthorized(
             "missing API key: `Authorization: Bearer ...`, `X-Api-Key` or `?apiKey=`"
@@ -30,6 +31,6 @@ async def authenticate_ws(websocket: WebSocket, state: AppState) -> Principal:
     try:
         key = await api_keys.authenticate(state.reader, presented)
     except Unauthorized:
-        await throttle.record_failure(state.redis, address, window_s=limits.auth_failure_window_s)
+        await refused(state, address, presented)
         raise
     return Principal(key=key)

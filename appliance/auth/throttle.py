@@ -1,67 +1,66 @@
-"""Slow down guessing: repeated bad API keys from one address answer 429 for a while.
+"""Slow down bad keys without locking out good ones (issue 11 item 10).
 
-A fixed window per address in Redis (INCR + EXPIRE), shared by every api worker.
-Concurrent checks of one address share one GET (`SingleFlight`), and an address found
-below the limit is not read again for `CLEAR_TTL_S`: a failure recorded in this process
-takes effect at once (it forgets the address), one recorded by another worker within
-that time.
+Failures are counted in Redis (INCR + EXPIRE, a fixed window shared by every api
+worker) per (address, presented key id), and per address over every key id. Every
+local client is 127.0.0.1, so an address alone cannot tell clients apart: counting by
+key id keeps one integration with a revoked key from throttling the others, and the
+address-wide count (`ADDRESS_FACTOR` times the limit) still stops a client that sprays
+made-up key ids.
+
+Only failures are throttled: a request is checked against its key first, and a valid
+key always passes, whatever others did from the same address. A refused key over
+either limit answers 429 (Retry-After: until its window ends) instead of 401.
+Secrets are 32 random bytes, so letting a key be checked while its bucket is full does
+not help a guesser; the 429 tells a misconfigured client to back off.
 """
 
 from __future__ import annotations
 
-import time
-import weakref
+import re
+from typing import Final
 
 import redis.asyncio as aioredis
 
-from appliance.auth.single_flight import SingleFlight
 from appliance.errors import RateLimited
 
-
-def _key(address: str) -> str:
-    return f"wapp:authfail:{address}"
-
-
-# Requests from one address check it together: one GET answers all that arrive meanwhile.
-_reads: SingleFlight[bytes | str | None] = SingleFlight()
+# The address-wide limit is this many times the per-key limit.
+ADDRESS_FACTOR: Final = 10
+# What a presented key id may look like in a Redis key: anything else counts as "-".
+_KEY_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_PREFIX: Final = "wapp:authfail:"
 
 
-CLEAR_TTL_S = 1.0
-_MAX_REMEMBERED = 10_000
-# Per Redis client (by id, dropped with the client): address -> until when (monotonic)
-# it is known to be below the limit.
-_clear: dict[int, dict[str, float]] = {}
+def key_id_of(presented: str | None) -> str:
+    """The id part of `wapp_<id>_<secret>` for counting; "-" for none or a malformed one."""
+    if not presented or not presented.startswith("wapp_"):
+        return "-"
+    key_id, sep, _ = presented[len("wapp_") :].partition("_")
+    return key_id if sep and _KEY_ID.match(key_id) else "-"
 
 
-def _clear_for(redis: aioredis.Redis) -> dict[str, float]:
-    found = _clear.get(id(redis))
-    if found is None:
-        found = _clear[id(redis)] = {}
-        weakref.finalize(redis, _clear.pop, id(redis), None)
-    return found
+def _keys(address: str, key_id: str) -> tuple[str, str]:
+    return f"{_PREFIX}{address}|{key_id}", f"{_PREFIX}{address}"
 
 
-async def ensure_not_blocked(redis: aioredis.Redis, address: str, *, limit: int) -> None:
-    clear = _clear_for(redis)
-    now = time.monotonic()
-    if clear.get(address, 0.0) > now:
-        return
-    key = _key(address)
-    failures = await _reads.run((id(redis), key), lambda: redis.get(key))
-    if failures is None or int(failures) < limit:
-        if len(clear) >= _MAX_REMEMBERED:
-            clear.clear()
-        clear[address] = now + CLEAR_TTL_S
-        return
-    ttl = await redis.ttl(key)
-    raise RateLimited(
-        "too many requests with a bad API key from this address", retry_after_s=max(ttl, 1)
-    )
-
-
-async def record_failure(redis: aioredis.Redis, address: str, *, window_s: int) -> None:
-    _clear_for(redis).pop(address, None)
-    pipe = redis.pipeline()
-    pipe.incr(_key(address))
-    pipe.expire(_key(address), window_s, nx=True)
-    await pipe.execute()
+async def record_failure(
+    redis: aioredis.Redis, address: str, presented: str | None, *, limit: int, window_s: int
+) -> None:
+    """Count a refused key; raise RateLimited when this key id or this address is over."""
+    per_key, per_address = _keys(address, key_id_of(presented))
+    pipe = redis.pipeline(transaction=False)
+    pipe.incr(per_key)
+    pipe.expire(per_key, window_s, nx=True)
+    pipe.incr(per_address)
+    pipe.expire(per_address, window_s, nx=True)
+    pipe.ttl(per_key)
+    pipe.ttl(per_address)
+    key_count, _, address_count, _, key_ttl, address_ttl = await pipe.execute()
+    over = []
+    if int(key_count) > limit:
+        over.append(int(key_ttl))
+    if int(address_count) > limit * ADDRESS_FACTOR:
+        over.append(int(address_ttl))
+    if over:
+        raise RateLimited(
+            "too many requests with a bad API key from this address", retry_after_s=max(*over, 1)
+        )

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from appliance.errors import CommandFailed
 from appliance.logs import configure_logging
-from appliance.settings import Settings
+from appliance.settings import ApiSettings, Settings
 
 # Seconds uvicorn waits for open requests after SIGTERM; supervisord waits longer.
 GRACEFUL_SHUTDOWN_S = 10
 CONFIG_ENV = "WAPP_CONFIG"
 SERVICE = "api"
+
+
+def proxy_options(api: ApiSettings) -> dict[str, Any]:
+    """uvicorn's forwarded-header options: only `[api] trusted_proxies` are believed.
+
+    uvicorn's own default believes X-Forwarded-For from 127.0.0.1, where every local
+    client connects from: any of them could then claim any address (and dodge the
+    bad-key throttle). Without trusted proxies the headers are ignored altogether.
+    """
+    trusted = list(api.trusted_proxies)
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}
 
 
 def serve(settings: Settings, *, config_path: Path | None) -> None:
@@ -36,6 +48,7 @@ def serve(settings: Settings, *, config_path: Path | None) -> None:
             # uvicorn's own access line would be a second, unstructured one.
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            **proxy_options(api),
         )
         server = uvicorn.Server(config)
         server.run()
@@ -55,4 +68,5 @@ def serve(settings: Settings, *, config_path: Path | None) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        **proxy_options(api),
     )
