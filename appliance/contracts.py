@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from appliance import ids
 
@@ -52,6 +52,30 @@ Recipient = Annotated[
     str, Field(min_length=3, max_length=128, pattern=r"^(\d{5,20}|[^\s@]+@[a-z.]+)$")
 ]
 SessionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+# A phone number as the engine takes it: digits only (the api normalises what clients
+# write, `appliance/api/phones.py`).
+PhoneDigits = Annotated[str, Field(pattern=r"^\d{5,20}$")]
+
+# Every integer has both bounds, so no value overflows a 64-bit column on the api side
+# or loses precision as a JavaScript number in the engine (2^53 - 1 is its largest safe
+# integer). Tighter bounds where the meaning sets one.
+SAFE_INT = 2**53 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+MAX_DAILY_CAP = 1_000_000
+# A pacing interval over a day means "never send", which `enabled: false` says plainly.
+MAX_INTERVAL_S = 86_400.0
+Bytes = Annotated[int, Field(ge=0, le=SAFE_INT)]
+Count = Annotated[int, Field(ge=0, le=SAFE_INT)]
+
+
+def _without_device(jid: str) -> str:
+    """`4915100000:1@s.whatsapp.net` -> `4915100000@s.whatsapp.net`: a chat or a sender
+    is the user, not one of its devices (received events are kept in this form)."""
+    user, at, server = jid.partition("@")
+    return user.split(":", 1)[0] + at + server if at else jid
+
+
+UserJid = Annotated[str, AfterValidator(_without_device)]
 
 
 class Model(BaseModel):
@@ -67,9 +91,9 @@ class Model(BaseModel):
 
 class PacingOverrides(Model):
     enabled: bool | None = None
-    min_interval_s: float | None = Field(default=None, ge=0)
-    max_interval_s: float | None = Field(default=None, ge=0)
-    daily_cap: int | None = Field(default=None, ge=1)
+    min_interval_s: float | None = Field(default=None, ge=0, le=MAX_INTERVAL_S)
+    max_interval_s: float | None = Field(default=None, ge=0, le=MAX_INTERVAL_S)
+    daily_cap: int | None = Field(default=None, ge=1, le=MAX_DAILY_CAP)
 
 
 class SessionStartPayload(Model):
@@ -79,7 +103,7 @@ class SessionStartPayload(Model):
     pairing: Literal["qr", "code"] = "qr"
     # The session's own number: needed to pair by code; in the sandbox, the simulated
     # phone that scans the QR so the session pairs itself.
-    phone: str | None = Field(default=None, pattern=r"^\d{5,20}$")
+    phone: PhoneDigits | None = None
     # When the number was paired, for the pacer's warm-up ramp (None: not yet paired).
     paired_at: datetime | None = None
 
@@ -160,7 +184,7 @@ class PresencePayload(Model):
 
 class CheckNumbersPayload(Model):
     request_id: uuid.UUID
-    phones: list[Annotated[str, Field(pattern=r"^\d{5,20}$")]] = Field(min_length=1, max_length=50)
+    phones: list[PhoneDigits] = Field(min_length=1, max_length=50)
     # Redis list the engine LPUSHes its `CheckNumbersReply` to (the api waits on it).
     reply_to: str = Field(min_length=1, max_length=128)
 
@@ -175,7 +199,7 @@ class MediaRef(Model):
     media_key: str  # base64
     file_enc_sha256: str  # base64
     file_sha256: str | None = None  # base64
-    file_length: int | None = Field(default=None, ge=0)
+    file_length: Bytes | None = None
 
 
 class DownloadMediaPayload(Model):
@@ -199,12 +223,12 @@ class Me(Model):
 class SessionStatePayload(Model):
     state: SessionState
     reason: str | None = None
-    reason_code: int | None = None
+    reason_code: int | None = Field(default=None, ge=INT32_MIN, le=INT32_MAX)
     qr: str | None = None
     qr_expires_at: datetime | None = None
     pairing_code: str | None = None
     me: Me | None = None
-    attempt: int | None = Field(default=None, ge=0)
+    attempt: Count | None = None
 
 
 class MessageStatusPayload(Model):
@@ -218,11 +242,11 @@ class MessageStatusPayload(Model):
 
 class MediaInfo(Model):
     mimetype: str
-    file_length: int | None = Field(default=None, ge=0)
+    file_length: Bytes | None = None
     file_sha256: str | None = None
     filename: str | None = None
     caption: str | None = None
-    seconds: int | None = Field(default=None, ge=0)
+    seconds: Count | None = None
     # Kept so the attachment can be downloaded later (`download_media`).
     ref: MediaRef | None = None
 
@@ -259,9 +283,9 @@ class PresenceUpdatePayload(Model):
 
 class MessageReceivedPayload(Model):
     wa_id: str
-    chat: str
-    from_pn: str | None = None
-    from_lid: str | None = None
+    chat: UserJid
+    from_pn: UserJid | None = None
+    from_lid: UserJid | None = None
     push_name: str | None = None
     sent_at: datetime
     kind: ReceivedKind
@@ -295,7 +319,7 @@ class DownloadMediaReply(Model):
     request_id: uuid.UUID
     ok: bool
     path: str | None = None
-    size: int | None = Field(default=None, ge=0)
+    size: Bytes | None = None
     code: str | None = None
     reason: str | None = None
 
@@ -502,14 +526,14 @@ class EngineHeartbeat(Model):
     The defaults only serve heartbeats written by hand (tests); the engine writes every field.
     """
 
-    pid: int
+    pid: int = Field(ge=1, le=INT32_MAX)
     upstream: Upstream
     started_at: datetime
     uptime_s: float = Field(ge=0)
-    rss_bytes: int = Field(ge=0)
-    heap_used_bytes: int = Field(ge=0)
-    heap_total_bytes: int = Field(ge=0)
-    sessions: int = Field(ge=0)
+    rss_bytes: Bytes
+    heap_used_bytes: Bytes
+    heap_total_bytes: Bytes
+    sessions: Count
     loop_lag_ms: float = Field(ge=0)
     node_version: str
     at: datetime | None = None
@@ -523,9 +547,9 @@ class EnginePacing(Model):
     enabled: bool
     min_interval_s: float = Field(ge=0)
     max_interval_s: float = Field(ge=0)
-    daily_cap: int = Field(ge=1)
-    warmup_days: int = Field(ge=0)
-    warmup_daily_cap: int = Field(ge=1)
+    daily_cap: int = Field(ge=1, le=SAFE_INT)
+    warmup_days: int = Field(ge=0, le=SAFE_INT)
+    warmup_daily_cap: int = Field(ge=1, le=SAFE_INT)
     composing_min_s: float = Field(ge=0)
     composing_max_s: float = Field(ge=0)
 
@@ -534,14 +558,14 @@ class EngineSessions(Model):
     """How the engine runs its sessions' sockets (the `[engine]` settings)."""
 
     # At most this many sessions handshake at once (restore at start, reconnect storms).
-    max_concurrent_handshakes: int = Field(ge=1)
+    max_concurrent_handshakes: int = Field(ge=1, le=SAFE_INT)
     # Reconnect backoff: full jitter over base * 2^attempt, capped.
     reconnect_base_s: float = Field(gt=0)
     reconnect_max_s: float = Field(gt=0)
     # Consecutive attempts that never reached `connected` before the session is `failed`.
-    reconnect_max_attempts: int = Field(ge=1)
+    reconnect_max_attempts: int = Field(ge=1, le=SAFE_INT)
     # One byte budget for every process-wide cache handed to the sockets.
-    cache_budget_mb: int = Field(ge=1)
+    cache_budget_mb: int = Field(ge=1, le=SAFE_INT)
     # Above this event-loop lag (p99 over ~1 s) the engine stops reading new commands.
     loop_lag_pause_ms: float = Field(gt=0)
 

@@ -61,9 +61,10 @@ async def test_a_text_is_queued_with_its_row_timeline_and_stream_entry(
     assert command.trace_id == "trace-send-1"
     # The envelope carries the message's id, so a rejection names the message.
     assert command.id == message_id
+    # A number is sent to its JID, the form received messages name their chat in.
     assert (command.payload.message_id, command.payload.to, command.payload.text) == (
         message_id,
-        TO,
+        f"{TO}@s.whatsapp.net",
         "hi",
     )
     # Paced work never goes on the engine's control stream.
@@ -125,7 +126,7 @@ async def test_location_contact_reaction_reply_and_mentions_become_their_command
     assert reply.payload.quoted.wa_id == "3AIN1"
     assert reply.payload.quoted.from_me is False
     assert reply.payload.quoted.text == "hello"
-    assert reply.payload.mentions == ["4915100000"]
+    assert reply.payload.mentions == ["4915100000@s.whatsapp.net"]
 
 
 @pytest.mark.parametrize(
@@ -135,7 +136,7 @@ async def test_location_contact_reaction_reply_and_mentions_become_their_command
         ({"type": "text", "to": TO}, "body.text.text"),
         ({"type": "text", "to": TO, "text": ""}, "body.text.text"),
         ({"type": "text", "to": TO, "text": 5}, "body.text.text"),
-        ({"type": "text", "to": "+49 151", "text": "x"}, "body.text.to"),
+        ({"type": "text", "to": "+49 151 x", "text": "x"}, "body.text.to"),
         ({"type": "text", "to": TO, "text": "x", "bogus": 1}, "body.text.bogus"),
         ({"type": "fax", "to": TO}, "body"),
         ({"to": TO, "text": "no type"}, "body"),

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from appliance.errors import (
     BadRequest,
@@ -84,15 +85,39 @@ def validation_response(exc: RequestValidationError) -> OrjsonResponse:
     )
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path. Starlette's own `Allow` names only
+    the first route whose path matched, and one path often has several routes (GET and
+    POST /v1/sessions are two); asking the routes, method by method, is exact."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+
+
 async def _on_http_error(request: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, StarletteHTTPException)
     cls = _BY_STATUS.get(exc.status_code)
     if exc.status_code == 404:
         return error_response(NotFound(f"no route {request.method} {request.url.path}"))
     if exc.status_code == 405:
-        return error_response(
-            MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        # RFC 9110: a 405 names the methods the resource does serve.
+        allowed = _allowed_methods(request)
+        response = error_response(
+            MethodNotAllowed(
+                f"{request.method} is not allowed on {request.url.path}",
+                details={"allow": allowed},
+            )
         )
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
     if cls is not None:
         return error_response(cls(str(exc.detail)))
     body = WappError(str(exc.detail)).to_body()

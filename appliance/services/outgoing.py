@@ -11,19 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, HttpUrl
 
+from appliance.api.phones import Recipient
 from appliance.api.schemas import ApiModel
 from appliance.contracts import MessageRef, wa_message_id
-
-Recipient = Annotated[
-    str,
-    Field(
-        min_length=3,
-        max_length=128,
-        pattern=r"^(\d{5,20}|[^\s@]+@[a-z.]+)$",
-        description="A number in international form, digits only, or a full JID",
-        examples=["4915112345678"],
-    ),
-]
 
 
 class Body(ApiModel):

@@ -9,7 +9,12 @@ from fastapi import APIRouter, status
 from pydantic import Field
 
 from appliance.api.auth import AdminDep, PrincipalDep
-from appliance.api.schemas import ApiModel, ErrorResponse
+from appliance.api.schemas import (
+    MAX_MESSAGES_PER_DAY,
+    MAX_SESSIONS_PER_KEY,
+    ApiModel,
+    ErrorResponse,
+)
 from appliance.api.state import StateDep
 from appliance.auth import api_keys
 from appliance.db.models import ApiKey
@@ -28,13 +33,15 @@ router = APIRouter(
 class KeyCreate(ApiModel):
     name: str = Field(min_length=1, max_length=128, examples=["shop-backend"])
     role: Literal["admin", "tenant"] = "tenant"
-    max_sessions: int | None = Field(default=None, ge=1, examples=[5])
-    messages_per_day: int | None = Field(default=None, ge=1, examples=[2000])
+    max_sessions: int | None = Field(default=None, ge=1, le=MAX_SESSIONS_PER_KEY, examples=[5])
+    messages_per_day: int | None = Field(
+        default=None, ge=1, le=MAX_MESSAGES_PER_DAY, examples=[2000]
+    )
 
 
 class KeyQuotas(ApiModel):
-    max_sessions: int | None = Field(default=None, ge=1)
-    messages_per_day: int | None = Field(default=None, ge=1)
+    max_sessions: int | None = Field(default=None, ge=1, le=MAX_SESSIONS_PER_KEY)
+    messages_per_day: int | None = Field(default=None, ge=1, le=MAX_MESSAGES_PER_DAY)
 
 
 class KeyPublic(ApiModel):

@@ -14,13 +14,16 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
 from appliance.api.auth import PrincipalDep
-from appliance.api.schemas import ApiModel, ErrorResponse
+from appliance.api.phones import Phone, Recipient
+from appliance.api.schemas import ApiModel, ErrorResponse, IsoDatetime
 from appliance.api.state import StateDep
 from appliance.contracts import MessageStatus
 from appliance.db.models import Message, MessageStatusEvent, Session
-from appliance.errors import ValidationFailed
+from appliance.errors import BadRequest, ValidationFailed
 from appliance.services import messages, numbers, outgoing, sessions
 from appliance.services.media import MediaTooLarge
 from appliance.webhooks.outbox import camel_keys
@@ -60,10 +63,18 @@ class MessagePublic(ApiModel):
     session_id: str
     direction: Literal["out", "in"]
     kind: str = Field(examples=["text"])
-    chat: str = Field(description="Outbound: the recipient as given; inbound: the chat JID")
+    chat: str = Field(
+        description="The chat's JID, the same in both directions: `<digits>@s.whatsapp.net` "
+        "for a number, `...@g.us` for a group",
+        examples=["4915112345678@s.whatsapp.net"],
+    )
     status: str = Field(examples=["delivered"])
     wa_id: str | None
-    sender_pn: str | None = None
+    sender_pn: str | None = Field(
+        default=None,
+        description="Inbound: the sender's number as a JID (never a device's)",
+        examples=["4915112345678@s.whatsapp.net"],
+    )
     sender_lid: str | None = None
     content: dict[str, Any] = Field(description="The message body as sent or received")
     sent_at: datetime | None
@@ -108,8 +119,11 @@ class MessagePage(ApiModel):
 
 
 class CheckNumbersRequest(ApiModel):
-    phones: list[Annotated[str, Field(pattern=r"^\d{5,20}$")]] = Field(
-        min_length=1, max_length=50, examples=[["4915112345678", "4915199999999"]]
+    phones: list[Phone] = Field(
+        min_length=1,
+        max_length=50,
+        description="Answered as digits only, in the order given",
+        examples=[["+49 151 12345678", "4915199999999"]],
     )
 
 
@@ -132,9 +146,8 @@ class ReadRequest(ApiModel):
 
 class PresenceRequest(ApiModel):
     state: Literal["available", "unavailable", "composing", "recording", "paused"]
-    chat: str | None = Field(
+    chat: Recipient | None = Field(
         default=None,
-        max_length=128,
         description="Typing indicators are per chat; available/unavailable are global",
         examples=["4915112345678@s.whatsapp.net"],
     )
@@ -171,6 +184,13 @@ def accepted_json(row: Message | messages.AcceptedRow, session: Session) -> byte
     )
 
 
+class InvalidMultipart(BadRequest):
+    """A multipart body the parser cannot read (no boundary, broken part headers, too
+    many parts): 400, unlike a readable body whose JSON part is invalid (422)."""
+
+    code = "INVALID_MULTIPART"
+
+
 def body_error(exc: ValidationError, prefix: str) -> RequestValidationError:
     return RequestValidationError(
         [{**e, "loc": (prefix, *e["loc"])} for e in exc.errors(include_url=False)]
@@ -198,8 +218,22 @@ async def _parsed(
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes + _MULTIPART_SLACK:
         raise MediaTooLarge(f"media larger than {max_bytes} bytes", details={"maxBytes": max_bytes})
-    # Two files at most: the upload, and the JSON part when a client sends it as a file.
-    async with request.form(max_files=2, max_fields=4) as form:
+    try:
+        # Two files at most: the upload, and the JSON part when a client sends it as a
+        # file. Parsed here, at once, so a broken body is a 400 of its own.
+        form = await request.form(max_files=2, max_fields=4)
+    except (MultiPartException, StarletteHTTPException) as exc:
+        # Starlette turns its parser's error into a bare HTTP 400 inside an app.
+        reason = exc.message if isinstance(exc, MultiPartException) else str(exc.detail)
+        raise InvalidMultipart(
+            f"unreadable multipart body: {reason}",
+            details={
+                "reason": reason,
+                "expected": "multipart/form-data with a boundary, a `message` part "
+                "(the JSON body) and a `file` part",
+            },
+        ) from exc
+    try:
         raw = form.get("message")
         file = form.get("file")
         if isinstance(raw, UploadFile):
@@ -220,6 +254,9 @@ async def _parsed(
                 filename=file.filename, content_type=file.content_type, chunks=_chunks(file)
             )
         yield body, upload
+    finally:
+        # The upload's spooled file.
+        await form.close()
 
 
 def _inline(schema: Any, defs: dict[str, Any]) -> Any:
@@ -275,6 +312,10 @@ _SEND_OPENAPI: dict[str, Any] = {
     summary="Send a message (text, media, location, contact, reaction; replies and mentions)",
     openapi_extra=_SEND_OPENAPI,
     responses={
+        400: {
+            "model": ErrorResponse,
+            "description": "`INVALID_MULTIPART`: a multipart body that cannot be parsed",
+        },
         409: {"model": ErrorResponse, "description": "`SESSION_NOT_CONNECTED`"},
         413: {"model": ErrorResponse, "description": "`MEDIA_TOO_LARGE`"},
         415: {"model": ErrorResponse, "description": "`MEDIA_TYPE_NOT_ALLOWED`"},
@@ -348,7 +389,8 @@ async def list_messages(
     status: Literal["queued", "sending", "sent", "delivered", "read", "failed", "received"]
     | None = None,
     since: Annotated[
-        datetime | None, Query(description="Only messages created at or after")
+        IsoDatetime | None,
+        Query(description="Only messages created at or after (ISO 8601; no offset: UTC)"),
     ] = None,
     cursor: Annotated[str | None, Query(description="`nextCursor` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,

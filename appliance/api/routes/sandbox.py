@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, status
 from pydantic import Field, field_validator, model_validator
 
 from appliance.api.auth import PrincipalDep
+from appliance.api.phones import Phone
 from appliance.api.schemas import ApiModel, ErrorResponse
 from appliance.api.state import StateDep
 from appliance.services import sandbox
@@ -30,10 +31,8 @@ router = APIRouter(
 )
 
 ContactPhone = Annotated[
-    str,
-    Path(
-        pattern=r"^\d{5,20}$", description="The simulated contact's number", examples=["15550100"]
-    ),
+    Phone,
+    Path(description="The simulated contact's number", examples=["15550100"]),
 ]
 
 
@@ -58,9 +57,8 @@ class ContactMessage(ApiModel):
     session: str | None = Field(
         default=None, description="The sandbox session's id or name", examples=["demo"]
     )
-    to: str | None = Field(
+    to: Phone | None = Field(
         default=None,
-        pattern=r"^\d{5,20}$",
         description="Or the session's own phone number",
         examples=["15550001"],
     )

@@ -11,9 +11,16 @@ from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import Field
 
 from appliance.api.auth import PrincipalDep
+from appliance.api.phones import Phone
 from appliance.api.schemas import ApiModel, ErrorResponse
 from appliance.api.state import StateDep
-from appliance.contracts import PacingOverrides, SessionState, Upstream
+from appliance.contracts import (
+    MAX_DAILY_CAP,
+    MAX_INTERVAL_S,
+    PacingOverrides,
+    SessionState,
+    Upstream,
+)
 from appliance.db.models import Session
 from appliance.services import session_liveness, sessions
 
@@ -25,14 +32,13 @@ router = APIRouter(
 )
 
 SessionRef = Annotated[str, Path(description="The session's id or its name", examples=["sales-1"])]
-Phone = Annotated[str, Field(pattern=r"^\d{5,20}$", examples=["4915112345678"])]
 
 
 class PacingIn(ApiModel):
     enabled: bool | None = Field(default=None, examples=[True])
-    min_interval_s: float | None = Field(default=None, ge=0, examples=[5.0])
-    max_interval_s: float | None = Field(default=None, ge=0, examples=[10.0])
-    daily_cap: int | None = Field(default=None, ge=1, examples=[500])
+    min_interval_s: float | None = Field(default=None, ge=0, le=MAX_INTERVAL_S, examples=[5.0])
+    max_interval_s: float | None = Field(default=None, ge=0, le=MAX_INTERVAL_S, examples=[10.0])
+    daily_cap: int | None = Field(default=None, ge=1, le=MAX_DAILY_CAP, examples=[500])
 
 
 class SessionCreate(ApiModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import Field
@@ -234,7 +234,9 @@ async def replay(
     webhook_id: str,
     state: StateDep,
     principal: PrincipalDep,
-    since: AwareIsoDatetime = Query(description="ISO 8601 with an offset"),
+    # Annotated, not `= Query(...)`: with a Query default FastAPI drops the type's own
+    # validator, and `since=0.5` would pass as 1970.
+    since: Annotated[AwareIsoDatetime, Query(description="ISO 8601 with an offset")],
     include_delivered: bool = Query(
         default=True, alias="includeDelivered", description="Also re-send delivered ones"
     ),
