@@ -35,7 +35,7 @@ def test_managed_redis_starts_first_and_every_program_is_supervised(
 ) -> None:
     settings = make_settings(redis={"managed": True, "url": None})
     _, parsed = _render(settings, tmp_path)
-    assert sorted(parsed) == ["api", "engine", "redis"]
+    assert sorted(parsed) == ["api", "engine", "redis", "watchdog"]
     assert min(parsed.values(), key=lambda p: p.priority).name == "redis"
     for program in parsed.values():
         assert program.autorestart is RestartUnconditionally
@@ -50,12 +50,38 @@ def test_managed_redis_starts_first_and_every_program_is_supervised(
     assert parsed["api"].command.endswith(" api")
 
 
-def test_every_wapp_program_reads_the_same_config_file(
+def test_every_wapp_program_reads_the_run_dirs_copy_of_the_config_file(
     make_settings: MakeSettings, tmp_path: Path
 ) -> None:
-    _, parsed = _render(make_settings(sandbox={"enabled": True}), tmp_path)
+    settings = make_settings(sandbox={"enabled": True})
+    _, parsed = _render(settings, tmp_path)
+    applied = settings.run_dir / "config.toml"
+    # A copy: an edit of the operator's file changes nothing until `wapp reload`.
+    assert applied.read_bytes() == (tmp_path / "config.toml").read_bytes()
     for name in ("api", "engine", "engine-sandbox"):
-        assert f"--config {tmp_path / 'config.toml'} " in parsed[name].command
+        assert f"--config {applied} " in parsed[name].command
+
+
+def test_a_programs_section_changes_exactly_when_the_settings_it_reads_change(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    sandbox = {"enabled": True}
+    redis: dict[str, Any] = {"managed": True, "url": None}
+    _, before = _render(make_settings(redis=redis, sandbox=sandbox), tmp_path)
+    _, port = _render(make_settings(redis=redis, sandbox=sandbox, api={"port": 9999}), tmp_path)
+    _, beat = _render(
+        make_settings(redis=redis, sandbox=sandbox, engine={"heartbeat_ttl_s": 30}), tmp_path
+    )
+    _, memory = _render(
+        make_settings(redis={**redis, "maxmemory_mb": 64}, sandbox=sandbox), tmp_path
+    )
+
+    def changed(after: dict[str, Any]) -> list[str]:
+        return sorted(n for n in before if before[n].environment != after[n].environment)
+
+    assert changed(port) == ["api"]
+    assert changed(beat) == ["api", "engine", "engine-sandbox"]
+    assert changed(memory) == ["api", "redis"]
 
 
 def test_external_redis_means_no_redis_program_and_no_redis_conf(
@@ -81,11 +107,12 @@ def test_sandbox_adds_the_simulator_and_a_second_engine(
 
 
 def test_without_sandbox_there_is_no_simulator(make_settings: MakeSettings) -> None:
-    assert program_names(make_settings()) == ["engine", "api"]
+    assert program_names(make_settings()) == ["engine", "api", "watchdog"]
     assert program_names(make_settings(redis={"managed": True, "url": None})) == [
         "redis",
         "engine",
         "api",
+        "watchdog",
     ]
 
 

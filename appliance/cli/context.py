@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from appliance.errors import ConfigError
 from appliance.settings import Settings, load_settings
 
 
@@ -30,3 +31,18 @@ def state(ctx: typer.Context) -> CliState:
 
 def settings(ctx: typer.Context) -> Settings:
     return state(ctx).settings()
+
+
+def running_settings(ctx: typer.Context) -> tuple[Settings, ConfigError | None]:
+    """The settings from the file; when the file is broken, those the running stack was
+    started with (from its run dir) and the file's error, so that `down`, `status` and
+    `logs` still reach the stack. Without a running stack's copy the error stands."""
+    try:
+        return settings(ctx), None
+    except ConfigError as exc:
+        from appliance.stack.recover import running_settings as from_run_dir
+
+        fallback = from_run_dir(state(ctx).config_path)
+        if fallback is None:
+            raise
+        return fallback, exc

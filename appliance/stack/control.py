@@ -29,8 +29,7 @@ _EXITED = {"BACKOFF", "EXITED", "FATAL", "STOPPED", "UNKNOWN"}
 LOG_TAIL_LINES = 20
 
 
-def prepare(settings: Settings, *, config_path: Path | None, workdir: Path) -> StackLayout:
-    """Check the master key, render the configs, create the data dir's folders, migrate."""
+def check_master_key(settings: Settings) -> None:
     # Every engine and the api need it; missing, they would only restart in a loop.
     try:
         load_master_key(settings.master_key_path)
@@ -38,6 +37,14 @@ def prepare(settings: Settings, *, config_path: Path | None, workdir: Path) -> S
         raise ConfigError(
             f"{exc.message}; `wapp init --local` creates one", details=exc.details
         ) from exc
+
+
+def prepare(settings: Settings, *, config_path: Path | None, workdir: Path) -> StackLayout:
+    """Check the master key, render the configs, create the data dir's folders, migrate.
+
+    Only for a stack that is not running: the run dir's files are the running stack's.
+    """
+    check_master_key(settings)
     layout = write_configs(settings, find_tools(settings), config_path=config_path, workdir=workdir)
     # Imported here: alembic would cost every other `wapp` command a third of a second.
     from appliance.db.migrate import upgrade
@@ -84,7 +91,7 @@ def start_detached(
             raise CommandFailed(f"supervisord did not start: {output}")
     with supervisor:
         try:
-            return _wait_ready(supervisor, ready_url=ready_url, timeout_s=timeout_s), started
+            return wait_ready(supervisor, ready_url=ready_url, timeout_s=timeout_s), started
         except CommandFailed:
             if started:
                 stop(supervisor)
@@ -119,7 +126,7 @@ def _readiness(url: str) -> _Readiness:
     return _Readiness(False, detail, culprits)
 
 
-def _wait_ready(supervisor: Supervisor, *, ready_url: str, timeout_s: float) -> StackStatus:
+def wait_ready(supervisor: Supervisor, *, ready_url: str, timeout_s: float) -> StackStatus:
     # RUNNING only means "alive for startsecs": a program slower than that to fail (a
     # busy port, a rejected config under load) looks RUNNING for a while. So the stack is
     # up when /readyz says so, and a program that exits or restarts meanwhile has failed.

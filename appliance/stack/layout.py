@@ -34,6 +34,13 @@ class StackLayout:
         return self.run_dir / "supervisord.conf"
 
     @property
+    def applied_config(self) -> Path:
+        """The copy of the config file the running stack's programs read (`wapp up`/`reload`
+        write it): a crash-restart, `wapp restart` or a broken edit of the operator's file
+        never changes what runs; `wapp reload` does, on purpose."""
+        return self.run_dir / "config.toml"
+
+    @property
     def supervisor_socket(self) -> Path:
         return self.run_dir / "supervisor.sock"
 

@@ -10,6 +10,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from appliance.errors import CommandFailed, ConfigError
 from appliance.node import find_node
@@ -144,3 +145,30 @@ def programs(
         )
     )
     return result
+
+
+def settings_inputs(settings: Settings, name: str, *, redis_conf_text: str = "") -> str:
+    """What program `name` reads from the settings beyond its command line, as text.
+
+    Its digest goes into the program's rendered section, so a section differs exactly when
+    the program would run differently: `wapp reload` restarts those, `wapp status` names
+    them. An engine reads only its runtime config and Node flags, Redis only its own config
+    file, the simulator only its command line; the api (and any other `wapp` program)
+    every setting.
+    """
+    # Imported here: the contracts module is large and only reload/status/up need it.
+    from appliance.stack.engine_process import runtime_config
+
+    if name == "sim":
+        return ""
+    if name == "redis":
+        return redis_conf_text
+    if name in ("engine", "engine-sandbox"):
+        upstream: Literal["whatsapp", "sandbox"] = (
+            "sandbox" if name == "engine-sandbox" else "whatsapp"
+        )
+        config = runtime_config(settings, upstream).model_dump_json()
+        node = f"{settings.engine.node_path}|{settings.engine.max_old_space_size_mb}"
+        return f"{config}|{node}"
+    # The api, and any other `wapp` program: every setting, to be safe.
+    return settings.model_dump_json()
