@@ -2,7 +2,7 @@
  * A received Baileys message -> `MessageReceivedPayload` (appliance/contracts.py): the one
  * shape the api stores and fans out, whatever WhatsApp's proto nesting was.
  */
-import { getContentType, isLidUser, normalizeMessageContent, type proto, type WAMessage } from '@whiskeysockets/baileys'
+import { getContentType, isLidUser, jidNormalizedUser, normalizeMessageContent, type proto, type WAMessage } from '@whiskeysockets/baileys'
 import type { MediaInfo, MediaRef, MessageReceivedPayload, Quoted } from '../generated/contracts.js'
 
 type MediaKind = MediaRef['kind']
@@ -33,6 +33,15 @@ function num(value: number | { toNumber(): number } | null | undefined): number 
 }
 
 /**
+ * A chat or sender as the api shows it: the user, never one of its devices
+ * (`4915100000:1@s.whatsapp.net` -> `4915100000@s.whatsapp.net`; `c.us` -> `s.whatsapp.net`).
+ * A message from a linked device (another wapp session, WhatsApp Web) names that device.
+ */
+export function userJid(jid: string): string {
+	return jidNormalizedUser(jid) || jid
+}
+
+/**
  * Returns undefined for what is not a user-visible message (our own, protocol messages,
  * stubs without content), which produces no event.
  */
@@ -53,9 +62,9 @@ export function normaliseReceived(msg: WAMessage): MessageReceivedPayload | unde
 
 	const out: MessageReceivedPayload = {
 		wa_id: key.id,
-		chat: key.remoteJid,
-		from_pn: fromPn ?? null,
-		from_lid: fromLid ?? null,
+		chat: userJid(key.remoteJid),
+		from_pn: fromPn ? userJid(fromPn) : null,
+		from_lid: fromLid ? userJid(fromLid) : null,
 		push_name: msg.pushName ?? null,
 		sent_at: new Date(ts ? ts * 1000 : Date.now()).toISOString(),
 		kind: 'unsupported',
