@@ -43,6 +43,10 @@ def _read_secret_file(path: Path, field: str) -> str:
 class GeneralSettings(Section):
     data_dir: Path = Path("/var/lib/wapp")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # files: each program's log in <data_dir>/logs (local mode). stdout: every program's
+    # lines, as JSON naming the program, on the stdout of `wapp service run` (the systemd
+    # unit's), so journald keeps them and `wapp logs` reads `journalctl -u wapp`.
+    log_target: Literal["files", "stdout"] = "files"
 
 
 class ApiSettings(Section):

@@ -33,3 +33,7 @@ def register(app: typer.Typer) -> None:
     api_cmd.register(app)
     engine_cmd.register(app)
     webhooks_cmd.register(app)
+
+    from appliance.service import cli as service_cli
+
+    service_cli.register(app)
