@@ -211,6 +211,13 @@ class DownloadMediaPayload(Model):
     reply_to: str = Field(min_length=1, max_length=128)
 
 
+class EngineBallastPayload(Model):
+    """Sandbox only: the engine allocates this many MB and holds them until it exits, so a
+    test can push it over the watchdog's memory limit (`wapp watchdog ballast`)."""
+
+    mb: int = Field(ge=1, le=4096)
+
+
 # --- payloads: events ---------------------------------------------------------------
 
 
@@ -429,6 +436,14 @@ class DownloadMediaCommand(EnvelopeBase):
     payload: DownloadMediaPayload
 
 
+class EngineBallastCommand(EnvelopeBase):
+    """Engine-wide (no session), on the sandbox engine's control stream; a whatsapp engine
+    rejects it (UNSUPPORTED_COMMAND)."""
+
+    type: Literal["engine_ballast"] = "engine_ballast"
+    payload: EngineBallastPayload
+
+
 class SessionStateEvent(EnvelopeBase):
     type: Literal["session.state"] = "session.state"
     session: SessionName
@@ -471,7 +486,8 @@ Command = Annotated[
     | CheckNumbersCommand
     | MarkReadCommand
     | PresenceCommand
-    | DownloadMediaCommand,
+    | DownloadMediaCommand
+    | EngineBallastCommand,
     Field(discriminator="type"),
 ]
 Event = Annotated[

@@ -79,9 +79,9 @@ def test_a_programs_section_changes_exactly_when_the_settings_it_reads_change(
     def changed(after: dict[str, Any]) -> list[str]:
         return sorted(n for n in before if before[n].environment != after[n].environment)
 
-    assert changed(port) == ["api"]
-    assert changed(beat) == ["api", "engine", "engine-sandbox"]
-    assert changed(memory) == ["api", "redis"]
+    assert changed(port) == ["api", "watchdog"]
+    assert changed(beat) == ["api", "engine", "engine-sandbox", "watchdog"]
+    assert changed(memory) == ["api", "redis", "watchdog"]
 
 
 def test_external_redis_means_no_redis_program_and_no_redis_conf(

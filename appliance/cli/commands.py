@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         init_cmd,
         keys_cmd,
         stack_cmd,
+        watchdog_cmd,
         webhooks_cmd,
     )
 
@@ -37,3 +38,4 @@ def register(app: typer.Typer) -> None:
     from appliance.service import cli as service_cli
 
     service_cli.register(app)
+    watchdog_cmd.register(app)

@@ -47,7 +47,8 @@ def program_names(settings: Settings) -> list[str]:
     names += ["sim"] if sandbox else []
     names += ["engine"]
     names += ["engine-sandbox"] if sandbox else []
-    return [*names, "api"]
+    names += ["api"]
+    return [*names, "watchdog"] if settings.watchdog.enabled else names
 
 
 def find_wapp() -> Path:
@@ -144,6 +145,18 @@ def programs(
             stopwaitsecs=15,
         )
     )
+    if settings.watchdog.enabled:
+        # Last of all: it starts once the stack is up and stops first, so it never
+        # recycles a program supervisord is stopping. Its stop waits for a recycle in hand.
+        result.append(
+            Program(
+                name="watchdog",
+                command=wapp("watchdog", "run"),
+                priority=50,
+                startsecs=2,
+                stopwaitsecs=60,
+            )
+        )
     return result
 
 

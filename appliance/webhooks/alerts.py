@@ -36,7 +36,9 @@ ALERT_STATES = ("logged_out", "failed")
 
 @dataclass(frozen=True)
 class Alert:
-    kind: str  # session.logged_out | session.failed | engine.recycled
+    # session.logged_out | session.failed | engine.recycled, and from the watchdog
+    # api.recycled | recycle.blocked | redis.memory_high
+    kind: str
     subject: str  # what the rate limit is keyed on: session:{name}, engine:{upstream}
     message: str
     at: datetime
@@ -72,7 +74,8 @@ class Alerter:
     def __init__(
         self,
         settings: WebhooksSettings,
-        reader: async_sessionmaker[AsyncSession],
+        # None: only `alert()` is used (the watchdog), never the session scan.
+        reader: async_sessionmaker[AsyncSession] | None,
         redis: aioredis.Redis,
         *,
         scan_s: float = 2.0,
@@ -112,6 +115,8 @@ class Alerter:
 
     async def scan(self) -> int:
         """Alert on sessions that entered an alert state since the last scan."""
+        if self.sessions is None:
+            return 0
         async with self.sessions() as db:
             rows = (
                 (

@@ -6,8 +6,10 @@ of each engine the stack runs (`readiness.expected_engines`) as often.
 The first heartbeat a worker sees is only remembered, so starting the stack or the api
 alerts nothing. A later heartbeat of another boot (a different pid or started_at) means
 the engine restarted: supervisord after a crash or a kill, `wapp restart engine`, or the
-watchdog recycling it. A missing heartbeat alone is no alert (`/readyz` reports that);
-the remembered boot stays until a heartbeat comes back, then it is compared as usual.
+watchdog recycling it (the alert then carries the watchdog's reason and figures, from its
+`engine.recycled` event: watchdog/record.py). A missing heartbeat alone is no alert
+(`/readyz` reports that); the remembered boot stays until a heartbeat comes back, then it
+is compared as usual.
 
 Several workers watch the same engines: `SET wapp:alert:engine-boot:{upstream}:{pid}:
 {started_at} NX EX 86400` elects the one worker that alerts for a new boot, and the
@@ -26,6 +28,7 @@ import redis.asyncio as aioredis
 from appliance.contracts import EngineHeartbeat, Upstream
 from appliance.periodic import every
 from appliance.services.commands import heartbeat
+from appliance.watchdog.record import WatchdogEvent, recycle_of
 from appliance.webhooks.alerts import Alert, Alerter
 
 log = logging.getLogger("appliance.webhooks.engine_restarts")
@@ -42,15 +45,21 @@ def same_boot(a: EngineHeartbeat, b: EngineHeartbeat) -> bool:
     return a.pid == b.pid and a.started_at == b.started_at
 
 
-def engine_restart_alert(old: EngineHeartbeat, new: EngineHeartbeat) -> Alert:
-    """The `engine.recycled` alert: `old` is the last heartbeat seen of the previous boot."""
+def engine_restart_alert(
+    old: EngineHeartbeat, new: EngineHeartbeat, recycle: WatchdogEvent | None = None
+) -> Alert:
+    """The `engine.recycled` alert: `old` is the last heartbeat seen of the previous boot;
+    `recycle` the watchdog's event when the watchdog did it (its reason and figures)."""
     upstream = new.upstream
+    how = f"recycled by the watchdog ({recycle.summary()})" if recycle else "restarted"
+    watchdog = {"reason": recycle.reason, "figures": recycle.figures} if recycle else {}
     return Alert(
         kind="engine.recycled",
         subject=f"engine:{upstream}",
-        message=f"engine ({upstream}) restarted: pid {old.pid} -> {new.pid}",
+        message=f"engine ({upstream}) {how}: pid {old.pid} -> {new.pid}",
         at=new.started_at,
         details={
+            **watchdog,
             "upstream": upstream,
             "oldPid": old.pid,
             "newPid": new.pid,
@@ -135,4 +144,5 @@ class EngineRestartMonitor:
         )
         if not won:
             return 0
-        return await self.alerter.alert(engine_restart_alert(seen, beat))
+        recycle = await recycle_of(self.redis, upstream, seen.pid)
+        return await self.alerter.alert(engine_restart_alert(seen, beat, recycle))

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { Redis } from 'ioredis'
+import { registerBallast } from './ballast.js'
 import { CommandParser } from './command-parser.js'
 import { CommandConsumer, type ConsumerOptions } from './consumer.js'
 import { CommandDispatcher } from './dispatcher.js'
@@ -114,6 +115,7 @@ export class Engine {
 		await this.step(this.heartbeat.start())
 
 		registerLifecycleHandlers(this.dispatcher, manager)
+		registerBallast(this.dispatcher, config, log.child({ component: 'ballast' }))
 		const ctx: EngineContext = {
 			config,
 			log,
