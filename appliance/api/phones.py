@@ -17,8 +17,10 @@ from typing import Annotated, Final
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-# The contract's forms (appliance/contracts.py): 5 to 20 digits (E.164 has at most 15;
-# short codes and test numbers are shorter), a JID's server in lower case.
+# A number a person writes has at least 7 digits with its country code (the shortest
+# E.164 numbers, e.g. +290 XXXX), so `+49 151` is refused as incomplete; at most 20, the
+# contract's limit. A JID's user part is the contract's 5 to 20 digits.
+_PHONE_DIGITS: Final = re.compile(r"^\d{7,20}$")
 _DIGITS: Final = re.compile(r"^\d{5,20}$")
 # What people put between digits; a leading `+` is the international prefix.
 _SEPARATORS: Final = re.compile(r"[\s().\-]+")
@@ -31,7 +33,7 @@ _OTHER_SERVERS: Final = frozenset({"broadcast", "newsletter"})
 
 PHONE_HELP: Final = (
     "a phone number in international form: country code first, e.g. +4915112345678 or "
-    "4915112345678 (5 to 20 digits; a leading +, spaces, dashes, dots and parentheses "
+    "4915112345678 (7 to 20 digits; a leading +, spaces, dashes, dots and parentheses "
     "are ignored)"
 )
 RECIPIENT_HELP: Final = (
@@ -48,7 +50,7 @@ def phone_digits(value: str) -> str | None:
     if text.startswith("+"):
         text = text[1:]
     digits = _SEPARATORS.sub("", text)
-    return digits if _DIGITS.match(digits) else None
+    return digits if _PHONE_DIGITS.match(digits) else None
 
 
 def normalise_phone(value: str) -> str:
