@@ -473,6 +473,20 @@ class CommandRejectedEvent(EnvelopeBase):
     payload: CommandRejectedPayload
 
 
+class WaVersionRefusedPayload(Model):
+    """WhatsApp refused a login because the client version is too old (failure 405)."""
+
+    version: str
+    source: Literal["fetched", "stored", "pinned"]
+    reason_code: int = Field(ge=INT32_MIN, le=INT32_MAX)
+    reason: str
+
+
+class WaVersionRefusedEvent(EnvelopeBase):
+    type: Literal["session.version_refused"] = "session.version_refused"
+    payload: WaVersionRefusedPayload
+
+
 Command = Annotated[
     SessionStartCommand
     | SessionStopCommand
@@ -495,7 +509,8 @@ Event = Annotated[
     | MessageStatusEvent
     | MessageReceivedEvent
     | PresenceUpdateEvent
-    | CommandRejectedEvent,
+    | CommandRejectedEvent
+    | WaVersionRefusedEvent,
     Field(discriminator="type"),
 ]
 
@@ -533,6 +548,19 @@ class HandshakeSlots(Model):
     oldest_waiting_s: float = Field(ge=0)
 
 
+class WaVersionInUse(Model):
+    """The WhatsApp Web version the engine's sockets announce, and where it came from.
+
+    `fetched`: read from `[engine] wa_version_url` at start or at the daily refresh;
+    `stored`: the last fetched one, kept in Redis, when the fetch failed; `pinned`: the one
+    Baileys ships with, when nothing better is known (offline since install).
+    """
+
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    source: Literal["fetched", "stored", "pinned"]
+    checked_at: datetime
+
+
 class EngineHeartbeat(Model):
     """The value of the engine's heartbeat key, refreshed every interval with a TTL.
 
@@ -555,6 +583,8 @@ class EngineHeartbeat(Model):
     at: datetime | None = None
     session_states: dict[str, SessionState] = Field(default_factory=dict)
     handshakes: HandshakeSlots | None = None
+    # The WhatsApp Web version new sockets log in with (issue 12): a stale one is refused.
+    wa_version: WaVersionInUse | None = None
 
 
 class EnginePacing(Model):
@@ -597,6 +627,17 @@ class SandboxUpstream(Model):
     ca_file: str
 
 
+class EngineWaVersion(Model):
+    """Where the engine reads the current WhatsApp Web version (`[engine] wa_version_*`)."""
+
+    # A page carrying `"client_revision": N` (WhatsApp Web's service worker, as Baileys'
+    # fetchLatestWaWebVersion reads it); the version is then 2.3000.N.
+    url: str = "https://web.whatsapp.com/sw.js"
+    # Short: an offline box falls back to the stored or pinned version without waiting.
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    refresh_s: float = Field(default=86_400.0, gt=0, le=SAFE_INT)
+
+
 class EngineRuntimeConfig(Model):
     """What `wapp engine` hands the Node process (env `WAPP_ENGINE_CONFIG`, JSON).
 
@@ -615,3 +656,4 @@ class EngineRuntimeConfig(Model):
     sessions: EngineSessions
     # Only for `upstream = sandbox`; a whatsapp engine never trusts the simulator.
     sandbox: SandboxUpstream | None = None
+    wa_version: EngineWaVersion = Field(default_factory=EngineWaVersion)

@@ -61,6 +61,11 @@ def reply_key(request_id: str) -> str:
     return f"wapp:reply:{request_id}"
 
 
+def engine_wa_version_key(upstream: Upstream) -> str:
+    """The WhatsApp Web version the engine last fetched (JSON `WaVersionInUse`); no TTL."""
+    return f"wapp:engine:{upstream}:wa_version"
+
+
 # Exported verbatim to engine/src/generated/redis-keys.json; `{name}` marks a parameter.
 TEMPLATES: Final[dict[str, str]] = {
     "events_stream": EVENTS_STREAM,
@@ -75,4 +80,5 @@ TEMPLATES: Final[dict[str, str]] = {
     "reply_key": "wapp:reply:{request_id}",
     "pacing_key": "wapp:pacing:{session}",
     "sent_ref_key": "wapp:sentref:{session}:{wa_id}",
+    "engine_wa_version_key": "wapp:engine:{upstream}:wa_version",
 }

@@ -128,6 +128,11 @@ class EngineSettings(Section):
     # A handshake slot held, or waited for, longer than this makes /readyz call the engine
     # stuck (a handshake ends within connect timeout, 20 s, when the upstream answers).
     handshake_stuck_after_s: float = Field(default=120.0, gt=0)
+    # The current WhatsApp Web version, fetched at start and every refresh (WhatsApp refuses
+    # logins from a stale one); offline, the engine keeps the last fetched or Baileys' pinned one.
+    wa_version_url: str = "https://web.whatsapp.com/sw.js"
+    wa_version_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    wa_version_refresh_h: float = Field(default=24.0, gt=0)
 
     @model_validator(mode="after")
     def _ttl_outlives_interval(self) -> EngineSettings:

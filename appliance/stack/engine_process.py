@@ -10,6 +10,7 @@ from appliance.contracts import (
     EnginePacing,
     EngineRuntimeConfig,
     EngineSessions,
+    EngineWaVersion,
     SandboxUpstream,
     Upstream,
 )
@@ -42,6 +43,11 @@ def runtime_config(settings: Settings, upstream: Upstream) -> EngineRuntimeConfi
         ),
         # Never for whatsapp: only a sandbox engine may trust the simulator's root key.
         sandbox=sandbox_upstream(settings) if upstream == "sandbox" else None,
+        wa_version=EngineWaVersion(
+            url=settings.engine.wa_version_url,
+            timeout_s=settings.engine.wa_version_timeout_s,
+            refresh_s=settings.engine.wa_version_refresh_h * 3600,
+        ),
     )
 
 

@@ -208,6 +208,8 @@ async function engineRun(n, runIndex) {
 		pacing: { enabled: false, min_interval_s: 0, max_interval_s: 0, daily_cap: 1_000_000, warmup_days: 0, warmup_daily_cap: 1_000_000, composing_min_s: 0, composing_max_s: 0 },
 		sessions: { max_concurrent_handshakes: Number(values.handshakes), reconnect_base_s: 1, reconnect_max_s: 60, reconnect_max_attempts: 3, cache_budget_mb: 64, loop_lag_pause_ms: 1000 },
 		sandbox: { ws_url: info.wsUrl, control_url: control, root_key_file: info.rootPublicKeyFile, ca_file: info.caCertFile },
+		// The simulator takes any version; a refused local port keeps the start offline and fast.
+		wa_version: { url: 'http://127.0.0.1:9/sw.js', timeout_s: 1, refresh_s: 86_400 },
 	}
 	const engine = spawn(process.execPath, ['--inspect=127.0.0.1:0', '--max-old-space-size=768', join(engineDir, 'dist/src/main.js')], {
 		env: { ...process.env, WAPP_ENGINE_CONFIG: JSON.stringify(config), NODE_EXTRA_CA_CERTS: info.caCertFile },

@@ -117,6 +117,8 @@ export class ControlServer {
 			return { jid, answerPings: b.answer }
 		})
 		this.route('POST', '/faults/iq', (_p, b) => sim.faults.addIqRule(b))
+		// {"version": "2.3000.N"}: refuse logins from older clients with 405; null lifts it.
+		this.route('POST', '/faults/min-version', (_p, b) => ({ minVersion: sim.faults.setMinVersion(b.version)?.join('.') ?? null }))
 		this.route('POST', '/faults/messages', (_p, b) => sim.faults.addMessageRule(b))
 		this.route('GET', '/faults', () => sim.faults.snapshot())
 		this.route('DELETE', '/faults', () => (sim.faults.clear(), { cleared: true }))

@@ -67,6 +67,24 @@ export class Faults {
 	messageRules: MessageRule[] = []
 	/** Device JIDs whose pings go unanswered (keep-alive then fails with 408). */
 	readonly silentPings = new Set<string>()
+	/** Logins from an older WhatsApp Web version get `<failure reason="405"/>`, as WhatsApp answers a stale client. */
+	minVersion: [number, number, number] | undefined
+
+	setMinVersion(input: unknown): [number, number, number] | undefined {
+		if (input === undefined || input === null) return (this.minVersion = undefined)
+		const parts = typeof input === 'string' ? input.split('.').map(Number) : []
+		if (parts.length !== 3 || !parts.every(n => Number.isSafeInteger(n) && n >= 0)) throw new InvalidInput('INVALID_FAULT', 'version must look like 2.3000.1012345678, or be null')
+		return (this.minVersion = parts as [number, number, number])
+	}
+
+	/** The failure stanza for a client announcing `v` (ClientPayload.userAgent.appVersion), if refused. */
+	versionRefusal(v: { primary?: number | null; secondary?: number | null; tertiary?: number | null } | null | undefined): BinaryNode | undefined {
+		const min = this.minVersion
+		if (!min) return undefined
+		const got = [v?.primary ?? 0, v?.secondary ?? 0, v?.tertiary ?? 0]
+		const i = got.findIndex((n, k) => n !== min[k])
+		return i >= 0 && got[i]! < min[i]! ? { tag: 'failure', attrs: { reason: '405', location: 'sim' } } : undefined
+	}
 
 	addIqRule(input: Record<string, unknown>): IqRule {
 		const xmlns = optString(input.xmlns, 'xmlns')
@@ -114,6 +132,7 @@ export class Faults {
 		this.iqRules = []
 		this.messageRules = []
 		this.silentPings.clear()
+		this.minVersion = undefined
 	}
 
 	/** First matching IQ rule, consuming one use of it. */
@@ -142,7 +161,7 @@ export class Faults {
 	}
 
 	snapshot() {
-		return { iqRules: this.iqRules, messageRules: this.messageRules, silentPings: [...this.silentPings] }
+		return { iqRules: this.iqRules, messageRules: this.messageRules, silentPings: [...this.silentPings], minVersion: this.minVersion?.join('.') ?? null }
 	}
 }
 

@@ -128,6 +128,12 @@ export class Simulator {
 	}
 
 	private onPayload(conn: Conn, payload: proto.ClientPayload): void {
+		const outdated = this.faults.versionRefusal(payload.userAgent?.appVersion)
+		if (outdated) {
+			conn.send(outdated)
+			conn.close()
+			return
+		}
 		if (payload.devicePairingData) return this.pairing.startRegistration(conn, payload)
 		const phone = payload.username ? String(payload.username) : ''
 		const account = this.store.getByPhone(phone)

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis'
 import type { EngineHeartbeat, EngineRuntimeConfig, HandshakeSlots } from './generated/contracts.js'
 import type { Logger } from './log.js'
 import { LoopLagMonitor } from './loop-lag.js'
+import { waVersionInUse } from './upstream/version.js'
 
 /** How many sessions the engine holds; the session manager (issue 4) provides it. */
 export type SessionCount = () => number
@@ -69,6 +70,7 @@ export class Heartbeat {
 			at: new Date().toISOString(),
 			session_states: this.opts.liveness?.states() ?? {},
 			handshakes: this.opts.liveness?.handshakes() ?? null,
+			wa_version: waVersionInUse(),
 		}
 	}
 

@@ -14,6 +14,8 @@ export interface EngineKeys {
 	commandStream: string
 	consumerGroup: string
 	eventStream: string
+	/** The WhatsApp Web version last fetched (upstream/version.ts). */
+	waVersion: string
 }
 
 export function engineKeys(upstream: EngineRuntimeConfig['upstream']): EngineKeys {
@@ -22,6 +24,7 @@ export function engineKeys(upstream: EngineRuntimeConfig['upstream']): EngineKey
 		commandStream: fillKey(templates.engine_commands_stream, { upstream }),
 		consumerGroup: templates.engine_consumer_group,
 		eventStream: templates.events_stream,
+		waVersion: fillKey(templates.engine_wa_version_key, { upstream }),
 	}
 }
 

@@ -11,6 +11,7 @@ import { ExitCode } from './exit-codes.js'
 import type { EngineRuntimeConfig } from './generated/contracts.js'
 import { createRootLogger, type Logger } from './log.js'
 import { Messaging } from './messaging/index.js'
+import { WaVersionModule } from './upstream/version.js'
 
 /** Inside supervisor's and systemd's stop timeouts; past it the exit is forced (code 1). */
 const SHUTDOWN_TIMEOUT_MS = 9_000
@@ -33,7 +34,7 @@ try {
 
 const log: Logger = createRootLogger({ level: config.log_level, upstream: config.upstream })
 guardConsole(log)
-const engine = new Engine({ config, log, startedAt, modules: [new Messaging()] })
+const engine = new Engine({ config, log, startedAt, modules: [new WaVersionModule(), new Messaging()] })
 
 process.on('uncaughtException', err => {
 	log.fatal({ err }, 'uncaught exception')

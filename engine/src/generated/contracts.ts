@@ -277,7 +277,7 @@ export interface EngineBallastPayload {
 mb: number
 }
 
-export type Event = (SessionStateEvent | MessageStatusEvent | MessageReceivedEvent | PresenceUpdateEvent | CommandRejectedEvent)
+export type Event = (SessionStateEvent | MessageStatusEvent | MessageReceivedEvent | PresenceUpdateEvent | CommandRejectedEvent | WaVersionRefusedEvent)
 
 export interface SessionStateEvent {
 id: string
@@ -419,6 +419,24 @@ errors: {
 [k: string]: unknown | undefined
 }[]
 }
+export interface WaVersionRefusedEvent {
+id: string
+version: 1
+timestamp: string
+session: (string | null)
+trace_id: string
+type: "session.version_refused"
+payload: WaVersionRefusedPayload
+}
+/**
+ * WhatsApp refused a login because the client version is too old (failure 405).
+ */
+export interface WaVersionRefusedPayload {
+version: string
+source: ("fetched" | "stored" | "pinned")
+reason_code: number
+reason: string
+}
 
 export type Reply = (CheckNumbersReply | DownloadMediaReply)
 
@@ -471,6 +489,7 @@ session_states: {
 [k: string]: ("created" | "connecting" | "qr" | "pairing_code" | "connected" | "reconnecting" | "logged_out" | "failed" | "stopped") | undefined
 }
 handshakes: (HandshakeSlots | null)
+wa_version: (WaVersionInUse | null)
 }
 /**
  * The engine's handshake slots (`max_concurrent_handshakes`) when the heartbeat was written.
@@ -484,6 +503,18 @@ active: number
 waiting: number
 oldest_active_s: number
 oldest_waiting_s: number
+}
+/**
+ * The WhatsApp Web version the engine's sockets announce, and where it came from.
+ * 
+ * `fetched`: read from `[engine] wa_version_url` at start or at the daily refresh;
+ * `stored`: the last fetched one, kept in Redis, when the fetch failed; `pinned`: the one
+ * Baileys ships with, when nothing better is known (offline since install).
+ */
+export interface WaVersionInUse {
+version: string
+source: ("fetched" | "stored" | "pinned")
+checked_at: string
 }
 
 /**
@@ -503,6 +534,7 @@ heartbeat_ttl_s: number
 pacing: EnginePacing
 sessions: EngineSessions
 sandbox: (SandboxUpstream | null)
+wa_version: EngineWaVersion
 }
 /**
  * The `[pacing]` defaults; a session's `PacingOverrides` apply over them.
@@ -536,4 +568,12 @@ ws_url: string
 control_url: string
 root_key_file: string
 ca_file: string
+}
+/**
+ * Where the engine reads the current WhatsApp Web version (`[engine] wa_version_*`).
+ */
+export interface EngineWaVersion {
+url: string
+timeout_s: number
+refresh_s: number
 }

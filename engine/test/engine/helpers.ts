@@ -78,6 +78,8 @@ export function engineConfig(redisUrl: string, overrides: Partial<EngineRuntimeC
 		pacing: { enabled: false, min_interval_s: 0, max_interval_s: 0, daily_cap: 100_000, warmup_days: 0, warmup_daily_cap: 100_000, composing_min_s: 0, composing_max_s: 0 },
 		sessions: { max_concurrent_handshakes: 8, reconnect_base_s: 0.2, reconnect_max_s: 1, reconnect_max_attempts: 3, cache_budget_mb: 32, loop_lag_pause_ms: 1000 },
 		sandbox: null,
+		// Connection refused at once: tests never wait on the internet for a version.
+		wa_version: { url: 'http://127.0.0.1:9/sw.js', timeout_s: 1, refresh_s: 86_400 },
 		...overrides,
 	}
 }
