@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.fixtures.stack",
     "tests.fixtures.api",
     "tests.fixtures.killable_redis",
+    "tests.fixtures.sandbox",
 ]
 
 

@@ -19,6 +19,7 @@ TABLES = {
     "alembic_version",
     "api_keys",
     "sessions",
+    "sandbox_numbers",
     "messages",
     "message_status_events",
     "processed_events",

@@ -81,10 +81,17 @@ class Session(Table, table=True):
     __table_args__ = (
         _in("upstream", ("whatsapp", "sandbox"), "upstream"),
         sa.Index("ix_sessions_active", "active"),
+        # Names are per key: another tenant's session of the same name is no conflict.
+        sa.UniqueConstraint("owner_key_id", "display_name"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, sa_type=Id)
+    # The engine name, unique on the box: Redis keys (`wapp:cmd:{name}`), the engine,
+    # events. Equal to `display_name` unless another key's session had that name first.
     name: str = Field(max_length=64, unique=True)
+    # The name its owner gave and uses in the API (docs/sessions.md, names). Unset when
+    # written: the engine name (`_default_display_name`).
+    display_name: str | None = Field(default=None, max_length=64, nullable=False)
     owner_key_id: str | None = Field(
         default=None, foreign_key="api_keys.id", ondelete="SET NULL", index=True, sa_type=Id
     )
@@ -106,6 +113,30 @@ class Session(Table, table=True):
     paired_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = _created()
     updated_at: datetime = _updated()
+
+
+    @property
+    def public_name(self) -> str:
+        """The name its owner sees."""
+        return self.display_name or self.name
+
+
+@sa.event.listens_for(Session, "before_insert")
+def _default_display_name(_mapper: Any, _connection: Any, row: Session) -> None:
+    if row.display_name is None:
+        row.display_name = row.name
+
+
+class SandboxNumber(Table, table=True):
+    """A simulated number (sandbox session phone or contact) and the key that made it."""
+
+    __tablename__ = "sandbox_numbers"
+
+    phone: str = Field(primary_key=True, max_length=32)
+    owner_key_id: str | None = Field(
+        default=None, foreign_key="api_keys.id", ondelete="SET NULL", index=True, sa_type=Id
+    )
+    created_at: datetime = _created()
 
 
 class Message(Table, table=True):
@@ -290,6 +321,7 @@ class WebhookDeliveryAttempt(Table, table=True):
 ALL_TABLES = (
     ApiKey,
     Session,
+    SandboxNumber,
     Message,
     MessageStatusEvent,
     ProcessedEvent,

@@ -2,7 +2,10 @@
 control API (`http://127.0.0.1:{[sandbox] control_port}`, docs/simulator.md).
 
 Only when `[sandbox] enabled`. A tenant reaches only its own sandbox sessions, and sees
-only what a contact received from them.
+only what a contact received from them. A simulated number (a sandbox session's phone or
+a contact) belongs to the key that used it first (`sandbox_numbers`): for another tenant
+it answers 404, so nobody pairs, writes as, or reads the contacts of another's numbers.
+Admin keys may use every number (and claim the free ones they use).
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ from typing import Any, Final
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from appliance.api.auth import Principal
-from appliance.db.models import Session
+from appliance.db.models import SandboxNumber, Session
 from appliance.errors import Conflict, NotFound, WappError
 from appliance.services import sessions
 from appliance.services.media import MediaTooLarge
@@ -45,6 +49,49 @@ class SandboxRefused(WappError):
 def require_enabled(settings: Settings) -> None:
     if not settings.sandbox.enabled:
         raise NotFound("the sandbox is not enabled ([sandbox] enabled = false)")
+
+
+def _not_yours(phone: str) -> NotFound:
+    # The same answer as for a number nobody has: nothing to learn about other tenants.
+    return NotFound(f"no sandbox number {phone} of this key", details={"phone": phone})
+
+
+async def claim_number(
+    writer: async_sessionmaker[AsyncSession], principal: Principal, phone: str
+) -> None:
+    """Make `phone` the caller's if free; 404 if another key's (an admin may use it)."""
+    if not principal.can_see(await _claim(writer, principal.key.id, phone)):
+        raise _not_yours(phone)
+
+
+async def _claim(writer: async_sessionmaker[AsyncSession], key_id: str, phone: str) -> str | None:
+    """The number's owner, after making it `key_id`'s if it had none."""
+    try:
+        async with writer() as db, db.begin():
+            found = await db.get(SandboxNumber, phone)
+            if found is not None:
+                return found.owner_key_id
+            db.add(SandboxNumber(phone=phone, owner_key_id=key_id))
+        return key_id
+    except IntegrityError:
+        # Claimed by a concurrent request between our read and our insert.
+        async with writer() as db:
+            found = await db.get(SandboxNumber, phone)
+        return found.owner_key_id if found is not None else None
+
+
+async def require_number(
+    reader: async_sessionmaker[AsyncSession], principal: Principal, phone: str
+) -> None:
+    """404 unless `phone` is the caller's (admins: any number)."""
+    if principal.is_admin:
+        return
+    async with reader() as db:
+        owner = await db.scalar(
+            sa.select(col(SandboxNumber.owner_key_id)).where(col(SandboxNumber.phone) == phone)
+        )
+    if owner is None or owner != principal.key.id:
+        raise _not_yours(phone)
 
 
 def phone_of(row: Session) -> str | None:
@@ -78,7 +125,8 @@ async def target(
         row = await sessions.get(reader, principal, session)
         if row.upstream != "sandbox":
             raise Conflict(
-                f"session {row.name} is not a sandbox session", details={"session": row.name}
+                f"session {row.public_name} is not a sandbox session",
+                details={"session": row.public_name},
             )
     else:
         matches = [
@@ -90,8 +138,8 @@ async def target(
     phone = phone_of(row)
     if phone is None:
         raise Conflict(
-            f"session {row.name} has no phone yet (create it with one, or pair it first)",
-            details={"session": row.name},
+            f"session {row.public_name} has no phone yet (create it with one, or pair it first)",
+            details={"session": row.public_name},
         )
     return row, phone
 

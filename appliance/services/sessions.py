@@ -23,7 +23,7 @@ from appliance.api.auth import Principal
 from appliance.contracts import EngineHeartbeat, PacingOverrides, SessionStartPayload, Upstream
 from appliance.db.models import Session
 from appliance.errors import Conflict, NotFound, ValidationFailed
-from appliance.services import commands, session_cache
+from appliance.services import commands, session_cache, session_names
 from appliance.settings import Settings
 
 _MB = 1024 * 1024
@@ -82,6 +82,8 @@ class NewSession:
     pacing: PacingOverrides | None = None
     push_name: str | None = None
     phone: str | None = None
+    # The name its owner gave, when `name` is an engine name (session_names).
+    display_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ async def get(
     sessions: async_sessionmaker[AsyncSession], principal: Principal, ref: str
 ) -> Session:
     """The session named or identified by `ref`, if the caller may see it (else 404)."""
-    query = sa.select(Session).where(sa.or_(col(Session.id) == ref, col(Session.name) == ref))
+    query = session_names.find(ref, key_id=principal.key.id, is_admin=principal.is_admin)
     async with sessions() as db:
         row = (await db.scalars(query)).first()
     if row is None or not principal.can_see(row.owner_key_id):
@@ -114,20 +116,19 @@ async def get_cached(
 
     For the send path only: the row may be that old (see `session_cache`).
     """
-    row = session_cache.get(ref)
+    cached = session_names.cache_key(ref, key_id=principal.key.id, is_admin=principal.is_admin)
+    row = session_cache.get(cached)
     if row is None:
 
         async def read() -> Session | None:
-            query = sa.select(Session).where(
-                sa.or_(col(Session.id) == ref, col(Session.name) == ref)
-            )
+            query = session_names.find(ref, key_id=principal.key.id, is_admin=principal.is_admin)
             async with sessions() as db:
                 found = (await db.scalars(query)).first()
             if found is not None:
-                session_cache.put(ref, found)
+                session_cache.put(cached, found)
             return found
 
-        row = await session_cache.loads.run((id(sessions), ref), read)
+        row = await session_cache.loads.run((id(sessions), cached), read)
     if row is None or not principal.can_see(row.owner_key_id):
         raise NotFound(f"no session {ref}", details={"session": ref})
     return row
@@ -146,8 +147,8 @@ async def list_visible(
 def require_connected(row: Session) -> None:
     if row.state != "connected":
         raise SessionNotConnected(
-            f"session {row.name} is {row.state}, not connected",
-            details={"session": row.name, "state": row.state},
+            f"session {row.public_name} is {row.state}, not connected",
+            details={"session": row.public_name, "state": row.state},
         )
 
 
@@ -233,6 +234,7 @@ async def create(
         )
     row = Session(
         name=new.name,
+        display_name=new.display_name or new.name,
         owner_key_id=principal.key.id,
         upstream=new.upstream,
         pacing=new.pacing.model_dump(exclude_none=True) if new.pacing else None,
@@ -247,9 +249,8 @@ async def create(
             await _admit(db, beat, settings, principal, new)
             db.add(row)
     except IntegrityError as exc:
-        raise SessionExists(
-            f"a session named {new.name} exists", details={"name": new.name}
-        ) from exc
+        shown = new.display_name or new.name
+        raise SessionExists(f"a session named {shown} exists", details={"name": shown}) from exc
     await _send_start(redis, row)
     return row
 
@@ -294,7 +295,7 @@ async def _set_fields(
     async with writer() as db, db.begin():
         fresh = await db.get(Session, row.id)
         if fresh is None:
-            raise NotFound(f"no session {row.name}", details={"session": row.name})
+            raise NotFound(f"no session {row.public_name}", details={"session": row.public_name})
         for name, value in values.items():
             setattr(fresh, name, value)
     return fresh
@@ -347,7 +348,7 @@ async def request_pairing_code(
     """Start the session pairing by code for `phone`; the code comes back as an event."""
     if row.state == "connected":
         raise AlreadyConnected(
-            f"session {row.name} is already connected", details={"session": row.name}
+            f"session {row.public_name} is already connected", details={"session": row.public_name}
         )
     row = await _set_fields(writer, row, phone=phone, active=True)
     await _send_start(redis, row, pairing="code")
@@ -389,14 +390,14 @@ async def _pending(redis: aioredis.Redis, key: str, field: str) -> Pending | Non
 async def current_qr(redis: aioredis.Redis, row: Session) -> Pending:
     if row.state == "connected":
         raise AlreadyConnected(
-            f"session {row.name} is connected: there is no QR to scan",
-            details={"session": row.name},
+            f"session {row.public_name} is connected: there is no QR to scan",
+            details={"session": row.public_name},
         )
     found = await _pending(redis, qr_key(row.name), "qr")
     if found is None:
         raise NoQr(
-            f"session {row.name} has no current QR (state {row.state})",
-            details={"session": row.name, "state": row.state},
+            f"session {row.public_name} has no current QR (state {row.state})",
+            details={"session": row.public_name, "state": row.state},
         )
     return found
 
@@ -405,8 +406,8 @@ async def current_pairing_code(redis: aioredis.Redis, row: Session) -> Pending:
     found = await _pending(redis, pairing_code_key(row.name), "code")
     if found is None:
         raise NoPairingCode(
-            f"session {row.name} has no current pairing code (state {row.state})",
-            details={"session": row.name, "state": row.state},
+            f"session {row.public_name} has no current pairing code (state {row.state})",
+            details={"session": row.public_name, "state": row.state},
         )
     return found
 
@@ -414,6 +415,6 @@ async def current_pairing_code(redis: aioredis.Redis, row: Session) -> Pending:
 def me(row: Session) -> Session:
     if row.me_jid is None:
         raise SessionNotPaired(
-            f"session {row.name} is not paired yet", details={"session": row.name}
+            f"session {row.public_name} is not paired yet", details={"session": row.public_name}
         )
     return row

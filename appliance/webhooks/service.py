@@ -17,13 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from appliance.db.models import (
-    Session,
     Webhook,
     WebhookDelivery,
     WebhookDeliveryAttempt,
 )
 from appliance.db.types import new_id, utcnow
 from appliance.errors import NotFound, ValidationFailed
+from appliance.services import session_names
 from appliance.settings import WebhooksSettings
 from appliance.webhooks import signing, ssrf
 from appliance.webhooks.crypto import SecretBox, new_secret
@@ -67,13 +67,9 @@ async def _get(db: AsyncSession, scope: Scope, webhook_id: str) -> Webhook:
 
 async def _session_id(db: AsyncSession, scope: Scope, session: str) -> str:
     """A session by id or name that the scope may see."""
-    row = (
-        await db.execute(
-            sa.select(Session).where(
-                sa.or_(col(Session.id) == session, col(Session.name) == session)
-            )
-        )
-    ).scalar_one_or_none()
+    # Names are per key (services/session_names): resolved as the caller sees them.
+    query = session_names.find(session, key_id=scope.key_id, is_admin=scope.is_admin)
+    row = (await db.scalars(query)).first()
     if row is None or not (scope.is_admin or row.owner_key_id == scope.key_id):
         raise NotFound(f"no session {session}", details={"session": session})
     return row.id

@@ -13,20 +13,18 @@ from collections.abc import AsyncIterator
 from typing import Annotated, get_args
 
 import orjson
-import sqlalchemy as sa
 from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
-from sqlmodel import col
 
 from appliance.api.auth import Principal, PrincipalDep
 from appliance.api.schemas import ErrorResponse
 from appliance.api.state import AppState, StateDep, get_state
 from appliance.api.ws_auth import authenticate_ws
 from appliance.contracts import Event
-from appliance.db.models import Session
 from appliance.errors import NotFound, ValidationFailed, WappError
 from appliance.events.live import Visibility, follow, latest_id
 from appliance.events.public import public_event
+from appliance.services import session_names
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -50,22 +48,20 @@ async def _visibility(
         raise ValidationFailed(
             f"unknown event type {unknown[0]}", details={"known": sorted(EVENT_TYPES)}
         )
-    if sessions:
-        async with state.reader() as db:
-            rows = await db.execute(
-                sa.select(col(Session.name), col(Session.owner_key_id)).where(
-                    col(Session.name).in_(sessions)
-                )
-            )
-            owners = dict(rows.tuples().all())
+    engine_names = []
+    # Names are per key (services/session_names); events carry engine names.
+    async with state.reader() as db:
         for name in sessions:
-            if name not in owners or not principal.can_see(owners[name]):
+            query = session_names.find(name, key_id=principal.key.id, is_admin=principal.is_admin)
+            row = (await db.scalars(query)).first()
+            if row is None:
                 raise NotFound(f"no session {name}", details={"session": name})
+            engine_names.append(row.name)
     return Visibility(
         reader=state.reader,
         key_id=principal.key.id,
         is_admin=principal.is_admin,
-        sessions=frozenset(sessions),
+        sessions=frozenset(engine_names),
         types=frozenset(types),
     )
 

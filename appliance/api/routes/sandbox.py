@@ -24,7 +24,10 @@ router = APIRouter(
     tags=["sandbox"],
     responses={
         401: _ERR,
-        404: {"model": ErrorResponse, "description": "sandbox disabled, or no such session"},
+        404: {
+            "model": ErrorResponse,
+            "description": "sandbox disabled, no such session, or another key's number",
+        },
         422: _ERR,
         503: {"model": ErrorResponse, "description": "`SANDBOX_UNAVAILABLE`: simulator down"},
     },
@@ -114,8 +117,10 @@ class ContactPublic(ApiModel):
     summary="Create a simulated contact, or set when it sends delivery and read receipts",
 )
 async def put_contact(
-    phone: ContactPhone, body: ContactSettings, state: StateDep, _: PrincipalDep
+    phone: ContactPhone, body: ContactSettings, state: StateDep, principal: PrincipalDep
 ) -> ContactPublic:
+    sandbox.require_enabled(state.settings)
+    await sandbox.claim_number(state.writer, principal, phone)
     contact = await sandbox.configure_contact(
         state.settings,
         contact=phone,
@@ -148,6 +153,7 @@ async def contact_sends(
 ) -> ContactSent:
     sandbox.require_enabled(state.settings)
     row, to_phone = await sandbox.target(state.reader, principal, session=body.session, to=body.to)
+    await sandbox.claim_number(state.writer, principal, phone)
     media = None
     if body.media is not None:
         sandbox.check_media_size(body.media.data_base64, state.settings)
@@ -160,7 +166,7 @@ async def contact_sends(
         text=body.text,
         media=media,
     )
-    return ContactSent(session=row.name, message=sent)
+    return ContactSent(session=row.public_name, message=sent)
 
 
 @router.get(
@@ -170,5 +176,7 @@ async def contact_sends(
 async def contact_received(
     phone: ContactPhone, state: StateDep, principal: PrincipalDep
 ) -> ContactReceived:
+    sandbox.require_enabled(state.settings)
+    await sandbox.require_number(state.reader, principal, phone)
     items = await sandbox.received_by_contact(state.reader, state.settings, principal, phone)
     return ContactReceived(items=items)

@@ -22,7 +22,7 @@ from appliance.contracts import (
     Upstream,
 )
 from appliance.db.models import Session
-from appliance.services import session_liveness, sessions
+from appliance.services import sandbox, session_liveness, session_names, sessions
 
 _ERR = {"model": ErrorResponse}
 router = APIRouter(
@@ -77,7 +77,7 @@ class SessionPublic(ApiModel):
     def of(cls, row: Session) -> SessionPublic:
         return cls(
             id=row.id,
-            name=row.name,
+            name=row.public_name,
             upstream=row.upstream,
             state=row.state,
             state_reason=row.state_reason,
@@ -127,7 +127,7 @@ class MePublic(ApiModel):
     responses={
         409: {
             "model": ErrorResponse,
-            "description": "name taken (`SESSION_EXISTS`), the key's quota "
+            "description": "name taken by this key (`SESSION_EXISTS`), the key's quota "
             "(`SESSION_QUOTA_EXCEEDED`), the appliance's maximum (`TOO_MANY_SESSIONS`) or "
             "the engine's memory budget (`ENGINE_MEMORY_FULL`)",
         }
@@ -136,22 +136,34 @@ class MePublic(ApiModel):
 async def create_session(
     body: SessionCreate, state: StateDep, principal: PrincipalDep
 ) -> SessionPublic:
-    row = await sessions.create(
-        state.writer,
-        state.redis,
-        state.settings,
-        principal,
-        sessions.NewSession(
-            name=body.name,
+    if body.upstream == "sandbox" and body.phone is not None and state.settings.sandbox.enabled:
+        # A sandbox phone is its key's: another tenant's answers 404 (no hijack).
+        await sandbox.claim_number(state.writer, principal, body.phone)
+    # Names are per key; the engine name is unique on the box (services/session_names).
+    retry = False
+    while True:
+        new = sessions.NewSession(
+            name=await session_names.engine_name(state.reader, body.name, taken_ok=retry),
+            display_name=body.name,
             upstream=body.upstream,
             pacing=PacingOverrides(**body.pacing.model_dump(by_alias=False))
             if body.pacing
             else None,
             push_name=body.push_name,
             phone=body.phone,
-        ),
-    )
-    return SessionPublic.of(row)
+        )
+        try:
+            row = await sessions.create(state.writer, state.redis, state.settings, principal, new)
+        except sessions.SessionExists:
+            # Our own name is a conflict; another key's engine name, taken since we
+            # looked, is not: take a suffixed one instead (once is plenty).
+            if retry or await session_names.owns_display_name(
+                state.reader, principal.key.id, body.name
+            ):
+                raise
+            retry = True
+            continue
+        return SessionPublic.of(row)
 
 
 @router.get("", summary="List sessions (a tenant sees its own)")
@@ -271,6 +283,8 @@ async def request_pairing_code(
     session: SessionRef, body: PairingCodeRequest, state: StateDep, principal: PrincipalDep
 ) -> SessionPublic:
     row = await sessions.get(state.reader, principal, session)
+    if row.upstream == "sandbox":
+        await sandbox.claim_number(state.writer, principal, body.phone)
     row = await sessions.request_pairing_code(state.writer, state.redis, row, body.phone)
     return SessionPublic.of(row)
 
