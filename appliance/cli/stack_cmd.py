@@ -272,6 +272,11 @@ def register(app: typer.Typer) -> None:
         _warn_broken(broken, StackLayout.of(conf))
         names = [program] if program is not None else program_names(conf)
         paths = {name: logs.log_path(conf, name) for name in names}
+        if conf.general.log_target == "stdout":
+            # The system install: every line is in journald (appliance/service/journal.py).
+            from appliance.service import journal
+
+            journal.show(program, lines=lines, follow=follow)
         prefix = program is None
 
         def emit(name: str, line: str) -> None:
