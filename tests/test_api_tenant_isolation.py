@@ -3,6 +3,8 @@ that made them, and session names are per key."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import redis.asyncio as aioredis
 import sqlalchemy as sa
@@ -10,7 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from appliance import redis_keys
-from appliance.db.models import Session
+from appliance.auth import api_keys
+from appliance.contracts import SessionStateEvent, SessionStatePayload
+from appliance.db.models import Session, WebhookDelivery
+from appliance.events.live import Visibility
+from appliance.redis_keys import EVENTS_STREAM
 from appliance.security.master_key import create_master_key
 from tests.api_helpers import commands_on, control_commands, create_session, set_state
 from tests.fixtures.api import ApiClientFactory, auth
@@ -142,6 +148,7 @@ async def test_session_names_are_per_tenant_and_never_reveal_another_tenants(
         headers=auth(other_tenant_key),
     )
     assert sent.status_code == 202, sent.text
+    assert sent.json()["session"] == "sales-1"
     assert await commands_on(redis, redis_keys.session_commands_stream(engine_name))
     assert not await commands_on(redis, redis_keys.session_commands_stream("sales-1"))
     # Deleting its "sales-1" deletes its own only.
@@ -175,3 +182,50 @@ async def test_a_tenant_scopes_webhooks_by_its_own_session_name(
         )
     assert hook.status_code == 201, hook.text
     assert hook.json()["sessionId"] == own["id"]
+
+
+async def test_webhooks_and_live_events_show_the_name_its_owner_gave(
+    api_client_for: ApiClientFactory,
+    make_settings: MakeSettings,
+    database_url: str,
+    redis: aioredis.Redis,
+    db_sessionmaker: Db,
+    tenant_key: str,
+    other_tenant_key: str,
+) -> None:
+    settings = make_settings(database={"url": database_url}, webhooks={"allow_private": True})
+    create_master_key(settings.master_key_path)
+    async with api_client_for(settings) as client:
+        await create_session(client, tenant_key, "sales-1")
+        second = await create_session(client, other_tenant_key, "sales-1")
+        hook = await client.post(
+            "/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}, headers=auth(other_tenant_key)
+        )
+        assert hook.status_code == 201, hook.text
+        async with db_sessionmaker() as db:
+            engine_name = (await db.get(Session, second["id"])).name  # type: ignore[union-attr]
+        assert engine_name != "sales-1"
+        # The engine reports the session by its engine name, as it knows it.
+        event = SessionStateEvent(
+            session=engine_name, payload=SessionStatePayload(state="connecting")
+        )
+        await redis.xadd(EVENTS_STREAM, {"data": event.model_dump_json()})
+        for _ in range(200):
+            async with db_sessionmaker() as db:
+                deliveries = (
+                    await db.scalars(
+                        sa.select(WebhookDelivery).where(
+                            col(WebhookDelivery.webhook_id) == hook.json()["id"]
+                        )
+                    )
+                ).all()
+            if deliveries:
+                break
+            await asyncio.sleep(0.05)
+    assert [d.payload["session"] for d in deliveries] == ["sales-1"]
+    # Live listeners (SSE, WebSocket) see it the same way.
+    visibility = Visibility(
+        reader=db_sessionmaker, key_id=api_keys.parse(other_tenant_key)[0], is_admin=False
+    )
+    assert await visibility.allows(event)
+    assert (await visibility.shown(event)).session == "sales-1"

@@ -40,6 +40,8 @@ class Applied:
 
     session_id: str | None
     owner_key_id: str | None
+    # The name its owner gave the session (events carry its engine name).
+    session_name: str | None = None
 
 
 async def _session(db: AsyncSession, name: str | None) -> Session | None:
@@ -157,4 +159,6 @@ async def apply_event(db: AsyncSession, event: Event) -> Applied:
         pass  # live only: presence is not part of the record
     if row is None and event.session is not None:
         log.warning("event for an unknown session", extra={"session": event.session})
-    return Applied(session_id=session_id, owner_key_id=owner)
+    return Applied(
+        session_id=session_id, owner_key_id=owner, session_name=row.public_name if row else None
+    )

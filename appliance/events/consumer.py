@@ -149,9 +149,13 @@ class EventConsumer:
                     )
                     if await insert_or_ignore(db, marked):
                         applied = await apply_event(db, event)
+                        # Receivers see the session as its owner named it.
+                        shown = event
+                        if applied.session_name not in (None, event.session):
+                            shown = event.model_copy(update={"session": applied.session_name})
                         await enqueue_deliveries(
                             db,
-                            event,
+                            shown,
                             owner_key_id=applied.owner_key_id,
                             session_id=applied.session_id,
                         )

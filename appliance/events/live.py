@@ -34,18 +34,37 @@ class Visibility:
     is_admin: bool
     sessions: frozenset[str] = frozenset()
     types: frozenset[str] = frozenset()
-    _owners: dict[str, tuple[str | None, float]] = field(default_factory=dict)
+    # Engine name -> (owner key, the name its owner gave, when read).
+    _owners: dict[str, tuple[str | None, str | None, float]] = field(default_factory=dict)
+
+    async def _row(self, name: str) -> tuple[str | None, str | None]:
+        cached = self._owners.get(name)
+        if cached is not None and time.monotonic() - cached[2] < OWNER_CACHE_S:
+            return cached[0], cached[1]
+        async with self.reader() as db:
+            found = (
+                await db.execute(
+                    sa.select(col(Session.owner_key_id), col(Session.display_name)).where(
+                        col(Session.name) == name
+                    )
+                )
+            ).first()
+        owner, display = (found[0], found[1]) if found is not None else (None, None)
+        self._owners[name] = (owner, display, time.monotonic())
+        return owner, display
 
     async def _owner(self, name: str) -> str | None:
-        cached = self._owners.get(name)
-        if cached is not None and time.monotonic() - cached[1] < OWNER_CACHE_S:
-            return cached[0]
-        async with self.reader() as db:
-            owner = await db.scalar(
-                sa.select(col(Session.owner_key_id)).where(col(Session.name) == name)
-            )
-        self._owners[name] = (owner, time.monotonic())
-        return owner
+        return (await self._row(name))[0]
+
+    async def shown(self, event: Event) -> Event:
+        """The event with its session as its owner named it (events carry engine names,
+        which differ when another key had the name first: services/session_names)."""
+        if event.session is None:
+            return event
+        display = (await self._row(event.session))[1]
+        if display is None or display == event.session:
+            return event
+        return event.model_copy(update={"session": display})
 
     async def allows(self, event: Event) -> bool:
         if self.types and event.type not in self.types:
@@ -80,7 +99,7 @@ async def follow(
                 except ValidationError:
                     continue  # the consumer logs poison entries; listeners skip them
                 if await visibility.allows(event):
-                    yield cursor, event
+                    yield cursor, await visibility.shown(event)
 
 
 async def latest_id(redis: aioredis.Redis) -> str:

@@ -161,7 +161,7 @@ def accepted_body(row: Message | messages.AcceptedRow, session: Session) -> Mess
     assert row.wa_id is not None  # outbound rows get their WhatsApp id at creation
     return MessageAccepted(
         id=row.id,
-        session=session.name,
+        session=session.public_name,
         wa_id=row.wa_id,
         created_at=row.created_at,
         trace_id=row.trace_id,
@@ -175,7 +175,7 @@ def accepted_json(row: Message | messages.AcceptedRow, session: Session) -> byte
         {
             "id": row.id,
             "status": "queued",
-            "session": session.name,
+            "session": session.public_name,
             "waId": row.wa_id,
             "createdAt": row.created_at,
             "traceId": row.trace_id,
