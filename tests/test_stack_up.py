@@ -21,12 +21,17 @@ from appliance.contracts import EngineHeartbeat
 from appliance.redis_keys import engine_heartbeat_key
 from appliance.settings import load_settings
 from appliance.stack.layout import StackLayout
+from appliance.stack.programs import program_names
 from appliance.stack.rpc import StackStatus, Supervisor, connect
 from tests.fixtures.stack import StackDir, start_stack
 from tests.test_webhooks_support import Receiver, receiver  # noqa: F401  (fixture)
 
 T = TypeVar("T")
-PROGRAMS = ("redis", "sim", "engine", "engine-sandbox", "api")
+
+
+def _programs(stack: StackDir) -> list[str]:
+    # Whatever the stack's settings run (a watchdog too, when it is on).
+    return program_names(load_settings(stack.config))
 
 
 def _eventually(probe: Callable[[], T | None], *, within_s: float, what: str) -> T:
@@ -72,7 +77,7 @@ def test_a_killed_engine_is_restarted_alerted_readyz_recovers_and_down_leaves_no
     running_stack = start_stack(stack_dir)
     listed = running_stack.wapp("status")
     assert listed.returncode == 0, listed.stdout + listed.stderr
-    for name in PROGRAMS:
+    for name in _programs(running_stack):
         assert name in listed.stdout
 
     ready_url = f"http://127.0.0.1:{running_stack.api_port}/readyz"
@@ -91,7 +96,7 @@ def test_a_killed_engine_is_restarted_alerted_readyz_recovers_and_down_leaves_no
 
     with _supervisor(running_stack) as supervisor, store:
         before = supervisor.status()
-        assert sorted(p.name for p in before.programs) == sorted(PROGRAMS)
+        assert sorted(p.name for p in before.programs) == sorted(_programs(running_stack))
         assert all(p.state == "RUNNING" and p.rss_bytes for p in before.programs)
         _eventually(lambda: readyz() == 200 or None, within_s=15, what="/readyz 200")
         engine_pid = _pid(before, "engine")
@@ -145,7 +150,11 @@ def test_up_in_the_foreground_becomes_supervisord_and_stops_everything_on_sigter
                 return None
             with supervisor:
                 status = supervisor.status()
-            return status if status.healthy and len(status.programs) == len(PROGRAMS) else None
+            return (
+                status
+                if status.healthy and len(status.programs) == len(_programs(stack_dir))
+                else None
+            )
 
         status = _eventually(all_running, within_s=30, what="every program RUNNING")
         # exec'd: systemd's or a terminal's signals reach supervisord itself.
