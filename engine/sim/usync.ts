@@ -9,16 +9,35 @@ interface Resolved {
 	contact?: { phone: string; lid: string }
 }
 
-/** USync: device lists (with LID), contact existence, status, disappearing mode. */
+/** Distinct users whose lookups are counted; past it the counts start over (long benchmark runs). */
+const MAX_COUNTED = 100_000
+
+/**
+ * USync: device lists (with LID), contact existence, status, disappearing mode.
+ *
+ * Existence is what WhatsApp answers: a number is registered ("in", with its devices) when
+ * it is a paired sandbox account or a simulated contact; any other number is "out" and has
+ * an empty device list, so nothing can be encrypted to it.
+ */
 export class USync {
 	external?: ExternalPeers
+	/** `user@server` -> how many USync queries named it (tests check that lookups are cached). */
+	private readonly counts = new Map<string, number>()
 
 	constructor(private readonly ctx: SimContext) {}
+
+	/** How many USync queries have named this number (or JID user), whatever their protocols. */
+	lookups(phoneOrJid: string): number {
+		const jid = phoneOrJid.includes('@') ? phoneOrJid : `${phoneOrJid}@${S_WA}`
+		return this.counts.get(jid) ?? 0
+	}
 
 	query(node: BinaryNode): BinaryNode[] {
 		const usync = getBinaryNodeChild(node, 'usync')
 		const protocols = (getBinaryNodeChild(usync, 'query')?.content as BinaryNode[] | undefined)?.map(p => p.tag) ?? []
 		const users = getBinaryNodeChildren(getBinaryNodeChild(usync, 'list'), 'user').map(u => this.resolve(u))
+		if (this.counts.size > MAX_COUNTED) this.counts.clear()
+		for (const u of users) this.counts.set(u.jid, (this.counts.get(u.jid) ?? 0) + 1)
 		return [
 			{
 				tag: 'usync',

@@ -15,6 +15,7 @@ import { SocketAcks } from './acks.js'
 import { Inbound } from './inbound.js'
 import { GROUP, sessionStream } from './keys.js'
 import { Lane } from './lane.js'
+import { NumberCache, type NumberCacheOptions } from './number-check.js'
 import type { OutgoingCommandType } from './outgoing.js'
 import { StreamReader } from './reader.js'
 import { RecentSends } from './recent-sends.js'
@@ -28,6 +29,8 @@ export interface MessagingOptions {
 	claimIdleMs?: number
 	claimEveryMs?: number
 	blockMs?: number
+	/** The cache of who is on WhatsApp (budget and TTLs). */
+	numbers?: NumberCacheOptions
 }
 
 const DEFAULT_RECENT_BYTES = 16 * 1024 * 1024
@@ -36,6 +39,7 @@ const OUTGOING: OutgoingCommandType[] = ['send_text', 'send_media', 'send_locati
 export class Messaging implements EngineModule {
 	readonly name = 'messaging'
 	readonly recent: RecentSends
+	readonly numbers: NumberCache
 	private ctx!: EngineContext
 	private log!: Logger
 	private reader: StreamReader | undefined
@@ -48,6 +52,7 @@ export class Messaging implements EngineModule {
 
 	constructor(private readonly opts: MessagingOptions = {}) {
 		this.recent = new RecentSends(opts.recentSendsBytes ?? DEFAULT_RECENT_BYTES)
+		this.numbers = new NumberCache(opts.numbers)
 	}
 
 	/** The lane of a session (tests and diagnostics). */
@@ -60,7 +65,7 @@ export class Messaging implements EngineModule {
 		this.log = ctx.log.child({ component: 'messaging' })
 		const { writer, registry, dispatcher } = ctx
 		const eventStream = redisKeyTemplates.events_stream
-		this.sender = new Sender({ writer, eventStream, recent: this.recent, acksOf: sock => this.acks.get(sock) })
+		this.sender = new Sender({ writer, eventStream, recent: this.recent, numbers: this.numbers, acksOf: sock => this.acks.get(sock) })
 
 		dispatcher.register('mark_read', cmd => markRead(registry, cmd))
 		dispatcher.register('presence', cmd => sendPresence(registry, cmd))
@@ -68,7 +73,7 @@ export class Messaging implements EngineModule {
 		for (const type of OUTGOING) this.paced.register(type, (cmd, c) => this.onSend(cmd as CommandOf<OutgoingCommandType>, c))
 		this.paced.register('check_numbers', (cmd, c) => {
 			const lane = this.laneFor(cmd.session, c)
-			return checkNumbers(writer, lane.session, lane.pacer, cmd, c.log)
+			return checkNumbers(writer, lane.session, lane.pacer, cmd, c.log, this.numbers)
 		})
 
 		const inbound = new Inbound({ writer, events: ctx.events, recent: this.recent, log: this.log })
@@ -88,6 +93,7 @@ export class Messaging implements EngineModule {
 			registry.on('removed', session => {
 				this.reader?.remove(session.name)
 				this.recent.dropSession(session.name)
+				this.numbers.dropSession(session.name)
 			}),
 		)
 

@@ -15,6 +15,7 @@ import type { CheckNumbersReply, DownloadMediaReply, MediaRef, NumberCheck } fro
 import type { Logger } from '../log.js'
 import type { ManagedSession, SessionRegistry } from '../sessions/types.js'
 import { REPLY_TTL_S } from './keys.js'
+import type { NumberCache } from './number-check.js'
 import { toJid } from './outgoing.js'
 import type { Pacer } from './pacer.js'
 import { classify } from './sender.js'
@@ -95,9 +96,10 @@ function mediaTypeOf(media: MediaRef): MediaType {
 /**
  * `onWhatsApp` for up to 50 numbers, paced like a send (one token). Numbers WhatsApp does
  * not know come back `exists: false`. A failure is a reply with ok=false, never a retry:
- * the api is waiting on the list and decides.
+ * the api is waiting on the list and decides. The answers also fill the session's number
+ * cache, so checking a list before a campaign spares each send its own lookup.
  */
-export async function checkNumbers(writer: Redis, session: ManagedSession, pacer: Pacer, cmd: CommandOf<'check_numbers'>, log: Logger): Promise<void> {
+export async function checkNumbers(writer: Redis, session: ManagedSession, pacer: Pacer, cmd: CommandOf<'check_numbers'>, log: Logger, numbers?: NumberCache): Promise<void> {
 	const { phones, reply_to, request_id } = cmd.payload
 	let body: CheckNumbersReply
 	const wait = pacer.sendAt() - Date.now()
@@ -114,6 +116,7 @@ export async function checkNumbers(writer: Redis, session: ManagedSession, pacer
 			const exists = !!hit?.exists
 			const lid = exists ? await sock.signalRepository.lidMapping.getLIDForPN(hit!.jid).catch(() => null) : null
 			results.push({ phone, exists, jid: exists ? hit!.jid : null, lid: lid ?? null })
+			numbers?.set(session.name, phone, exists)
 		}
 		body = { request_id, ok: true, results, code: null, reason: null }
 	} catch (err) {

@@ -20,6 +20,7 @@ import type { SocketAcks } from './acks.js'
 import { AckLostError } from './acks.js'
 import { messageStatus, type StatusInput } from './events.js'
 import { SENT_MARK_TTL_S, sentMarkKey, sentRefKey } from './keys.js'
+import { isOnWhatsApp, NOT_ON_WHATSAPP, phoneToCheck, type NumberCache } from './number-check.js'
 import { buildOutgoing, PermanentSendError, type OutgoingCommandType, type OutgoingPayload } from './outgoing.js'
 import type { Pacer } from './pacer.js'
 import type { RecentSends } from './recent-sends.js'
@@ -43,6 +44,8 @@ export interface SendDeps {
 	writer: Redis
 	eventStream: string
 	recent: RecentSends
+	/** Who is on WhatsApp, per session (number-check.ts). */
+	numbers: NumberCache
 	acksOf(sock: WASocket): SocketAcks | undefined
 }
 
@@ -106,6 +109,7 @@ export class Sender {
 			}
 			this.d.recent.put(session.name, payload.wa_id, { message_id: messageId, trace_id: traceId, recipient: payload.to })
 
+			await this.checkRecipient(job, sock, out.jid)
 			await this.paceAndCompose(job, sock, out.jid, out.text)
 			const acked = acks.wait(payload.wa_id, ACK_TIMEOUT_MS)
 			acked.catch(() => undefined) // observed below; a send that throws never awaits it
@@ -152,6 +156,21 @@ export class Sender {
 			.xadd(this.d.eventStream, 'MAXLEN', '~', EVENTS_MAXLEN, '*', ENTRY_FIELD, JSON.stringify(event))
 			.exec()
 		log.warn({ code, reason, wa_id: payload.wa_id }, 'message failed')
+	}
+
+	/**
+	 * Throws NOT_ON_WHATSAPP for a 1:1 recipient that is not on WhatsApp, before any typing
+	 * indicator or message goes out. A lookup that found nobody takes this send's pacing
+	 * token (design.md: number checks are paced too), so a list of unknown numbers is
+	 * looked up no faster than it would have been sent; a cached answer costs no token.
+	 */
+	private async checkRecipient(job: SendJob, sock: WASocket, jid: string): Promise<void> {
+		const phone = phoneToCheck(jid, sock)
+		if (phone === undefined) return
+		const outcome = await isOnWhatsApp(sock, this.d.numbers, job.session.name, phone, jid)
+		if (outcome === 'in' || outcome === 'cached-in') return
+		if (outcome === 'out') job.pacer.recordSend(Math.max(Date.now(), job.pacer.sendAt()))
+		throw new PermanentSendError(NOT_ON_WHATSAPP, `${phone} is not on WhatsApp`)
 	}
 
 	/**
