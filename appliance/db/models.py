@@ -114,7 +114,6 @@ class Session(Table, table=True):
     created_at: datetime = _created()
     updated_at: datetime = _updated()
 
-
     @property
     def public_name(self) -> str:
         """The name its owner sees."""
