@@ -20,6 +20,7 @@ from appliance.contracts import (
     MessageStatusEvent,
     PresenceUpdateEvent,
     SessionStateEvent,
+    WaVersionRefusedEvent,
 )
 from appliance.db.models import Message, Session
 from appliance.db.models import MessageStatusEvent as StatusRow
@@ -42,6 +43,8 @@ class Applied:
     owner_key_id: str | None
     # The name its owner gave the session (events carry its engine name).
     session_name: str | None = None
+    # Which engine runs the session (admin alerts are keyed on it).
+    upstream: str | None = None
 
 
 async def _session(db: AsyncSession, name: str | None) -> Session | None:
@@ -68,6 +71,26 @@ async def _session_state(db: AsyncSession, event: SessionStateEvent, row: Sessio
         row.me_jid = row.me_lid = None
         row.paired_at = None
         row.active = False
+
+
+# States a refused login leaves a session in (the engine reports the close first).
+_REFUSABLE_STATES = frozenset({"connecting", "reconnecting", "failed"})
+
+
+async def _version_refused(event: WaVersionRefusedEvent, row: Session) -> None:
+    """Name the cause in the state reason shown by the API. The state itself stays what
+    the engine reported: the refusal only explains the close it already reported (the
+    engine publishes it after that close's `session.state`)."""
+    if event.timestamp < row.state_changed_at or row.state not in _REFUSABLE_STATES:
+        return  # the session moved on since (connected, stopped, ...): nothing to explain
+    p = event.payload
+    old = row.state_reason
+    if old is not None and old.startswith(p.reason):
+        return
+    # `failed` says how many attempts were made: keep that after the cause.
+    keep = row.state == "failed" and old
+    row.state_reason = f"{p.reason}; {old}" if keep else p.reason
+    row.state_reason_code = p.reason_code
 
 
 async def _message_status(db: AsyncSession, event: MessageStatusEvent) -> None:
@@ -155,10 +178,15 @@ async def apply_event(db: AsyncSession, event: Event) -> Applied:
         await _message_received(db, event, row)
     elif isinstance(event, CommandRejectedEvent):
         await _command_rejected(db, event)
+    elif isinstance(event, WaVersionRefusedEvent) and row is not None:
+        await _version_refused(event, row)
     elif isinstance(event, PresenceUpdateEvent):
         pass  # live only: presence is not part of the record
     if row is None and event.session is not None:
         log.warning("event for an unknown session", extra={"session": event.session})
     return Applied(
-        session_id=session_id, owner_key_id=owner, session_name=row.public_name if row else None
+        session_id=session_id,
+        owner_key_id=owner,
+        session_name=row.public_name if row else None,
+        upstream=row.upstream if row else None,
     )

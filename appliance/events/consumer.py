@@ -13,6 +13,10 @@ is gone, or whose process on this host no longer runs (a kill -9 leaves its key 
 it is removed from the group (XGROUP DELCONSUMER). Anything else left pending (a
 consumer that stalled) is claimed after `claim_idle_ms`.
 
+A `session.version_refused` event (WhatsApp refused the client's WhatsApp Web version)
+also becomes an admin alert, sent in the background once its batch is committed, and
+only the first time the event is handled (a replay finds it marked processed).
+
 A QR or pairing code event is deleted from the stream (XDEL) once acked: the QR carries
 the companion's ADV secret, and its fan-out (live listeners, webhooks, the current QR
 key) is done by then.
@@ -34,13 +38,15 @@ from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from appliance import periodic
-from appliance.contracts import EVENT_ADAPTER, Event, SessionStateEvent
+from appliance.contracts import EVENT_ADAPTER, Event, SessionStateEvent, WaVersionRefusedEvent
 from appliance.db.models import ProcessedEvent
 from appliance.db.statements import insert_or_ignore
 from appliance.events import ephemeral
 from appliance.events.apply import apply_event
 from appliance.logs import trace_id_var
+from appliance.metrics import counters
 from appliance.redis_keys import API_CONSUMER_GROUP, EVENTS_STREAM
+from appliance.webhooks.alerts import Alert, Alerter, version_refused_alert
 from appliance.webhooks.outbox import enqueue_deliveries
 
 log = logging.getLogger("appliance.events")
@@ -102,6 +108,7 @@ class EventConsumer:
         block_ms: int = 2000,
         claim_idle_ms: int = 60_000,
         claim_every_s: float = 30.0,
+        alerter: Alerter | None = None,
     ) -> None:
         self.redis = redis
         self.writer = writer
@@ -110,6 +117,7 @@ class EventConsumer:
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.claim_every_s = claim_every_s
+        self.alerter = alerter
         self._task: asyncio.Task[None] | None = None
         self._liveness: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -137,7 +145,9 @@ class EventConsumer:
             log.error("invalid event entry", extra={"stream_id": sid, "errors": exc.errors()[:5]})
             return sid, None
 
-    async def _persist(self, entries: list[Entry]) -> None:
+    async def _persist(self, entries: list[Entry]) -> list[Alert]:
+        """Commit the batch; the admin alerts its newly handled events call for."""
+        alerts: list[Alert] = []
         async with self.writer() as db, db.begin():
             for sid, event in entries:
                 if event is None:
@@ -159,14 +169,24 @@ class EventConsumer:
                             owner_key_id=applied.owner_key_id,
                             session_id=applied.session_id,
                         )
+                        if isinstance(event, WaVersionRefusedEvent):
+                            alerts.append(
+                                version_refused_alert(
+                                    event,
+                                    session=applied.session_name,
+                                    upstream=applied.upstream,
+                                )
+                            )
                 finally:
                     trace_id_var.reset(token)
+        return alerts
 
     async def _after_commit(self, event: Event) -> None:
         # Idempotent Redis facts; run even for replays in case the first run died here.
         if not isinstance(event, SessionStateEvent) or event.session is None:
             return
         p = event.payload
+        await counters.count_reconnect(self.redis, event)  # wapp_reconnects_total, once
         if p.state == "qr" and p.qr:
             await ephemeral.store_qr(self.redis, event.session, p.qr, p.qr_expires_at)
         elif p.state == "pairing_code" and p.pairing_code:
@@ -180,21 +200,25 @@ class EventConsumer:
         entries = [self._decode(entry_id, fields) for entry_id, fields in raw_entries]
         if not entries:
             return 0
+        alerts: list[Alert] = []
         try:
-            await self._persist(entries)
+            alerts = await self._persist(entries)
         except Exception:
             if len(entries) == 1:
                 raise
             # Isolate the one event that fails; the others still commit and are acked.
             for entry in entries:
                 try:
-                    await self._persist([entry])
+                    alerts += await self._persist([entry])
                 except Exception:
                     log.exception("event left pending for retry", extra={"stream_id": entry[0]})
                     entries = [e for e in entries if e is not entry]
         for _, event in entries:
             if event is not None:
                 await self._after_commit(event)
+        for alert in alerts:
+            if self.alerter is not None:
+                self.alerter.alert_soon(alert)
         await self.redis.xack(EVENTS_STREAM, API_CONSUMER_GROUP, *[sid for sid, _ in entries])
         secrets = [sid for sid, event in entries if _carries_pairing_secret(event)]
         if secrets:

@@ -1,11 +1,14 @@
-"""Admin alerts: a session going `logged_out` or `failed`, or the engine restarting.
+"""Admin alerts: a session going `logged_out` or `failed`, the engine restarting, or
+WhatsApp refusing the engine's WhatsApp Web version.
 
 Sent to `webhooks.alert_webhook_url` (JSON) and, when SMTP is configured, by email to
 `webhooks.alert_email_to`. The `Alerter` scans session states itself; engine restarts
-come from `engine_restarts.EngineRestartMonitor`, through `Alerter.alert()`. One alert per
-subject (`session:{name}`, `engine:{upstream}`) per `alert_min_interval_s` at most, so a
-flapping session or an engine restarting in a loop cannot flood: the limit is a Redis key
-with that TTL, shared by every api worker.
+come from `engine_restarts.EngineRestartMonitor`, through `Alerter.alert()`; version
+refusals from the event consumer, through `Alerter.alert_soon()` (`version_refused_alert`).
+One alert per subject (`session:{name}`, `engine:{upstream}`, `wa-version:{upstream}`) per
+`alert_min_interval_s` at most, so a flapping session, an engine restarting in a loop or
+fifty sessions refused alike cannot flood: the limit is a Redis key with that TTL, shared
+by every api worker.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from appliance.contracts import WaVersionRefusedEvent
 from appliance.db.models import Session
 from appliance.db.types import utcnow
 from appliance.periodic import every
@@ -36,10 +40,11 @@ ALERT_STATES = ("logged_out", "failed")
 
 @dataclass(frozen=True)
 class Alert:
-    # session.logged_out | session.failed | engine.recycled, and from the watchdog
-    # api.recycled | recycle.blocked | redis.memory_high
+    # session.logged_out | session.failed | session.version_refused | engine.recycled, and
+    # from the watchdog api.recycled | recycle.blocked | redis.memory_high
     kind: str
-    subject: str  # what the rate limit is keyed on: session:{name}, engine:{upstream}
+    # What the rate limit is keyed on: session:{name}, engine:{upstream}, wa-version:{upstream}
+    subject: str
     message: str
     at: datetime
     details: dict[str, Any]
@@ -52,6 +57,51 @@ class Alert:
             "timestamp": self.at.isoformat(),
             "details": self.details,
         }
+
+
+def version_refused_advice(source: str) -> str:
+    """What the operator should do, by where the refused version came from."""
+    if source == "fetched":
+        # Freshly read from wa_version_url and still refused: WhatsApp is ahead of that page.
+        return (
+            "the engine fetches the current version again (at most once a minute); "
+            "if logins stay refused, upgrade wapp"
+        )
+    return (
+        "the engine could not fetch the current version from [engine] wa_version_url and "
+        f"uses the {source} one: check the box reaches that URL "
+        "(wapp logs engine | grep wa-version), then wapp restart engine; "
+        "if logins stay refused, upgrade wapp"
+    )
+
+
+def version_refused_alert(
+    event: WaVersionRefusedEvent, *, session: str | None, upstream: str | None
+) -> Alert:
+    """The `session.version_refused` alert: WhatsApp refused a login (failure 405) because
+    the client's WhatsApp Web version is too old. Keyed on the engine (every session of it
+    announces the same version and is refused alike), not on the session."""
+    p = event.payload
+    engine = upstream or "unknown"
+    advice = version_refused_advice(p.source)
+    return Alert(
+        kind="session.version_refused",
+        subject=f"wa-version:{engine}",
+        message=(
+            f"WhatsApp refused the login of session {session or event.session}: "
+            f"WhatsApp Web version {p.version} ({p.source}) is too old; {advice}"
+        ),
+        at=event.timestamp,
+        details={
+            "session": session or event.session,
+            "upstream": upstream,
+            "version": p.version,
+            "source": p.source,
+            "reasonCode": p.reason_code,
+            "reason": p.reason,
+            "action": advice,
+        },
+    )
 
 
 class RateLimiter:
@@ -88,6 +138,7 @@ class Alerter:
         self._since = utcnow() - timedelta(seconds=scan_s)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._sending: set[asyncio.Task[int]] = set()
 
     @property
     def configured(self) -> bool:
@@ -103,6 +154,32 @@ class Alerter:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        # Alerts already handed over still go out (each bounded by the webhook timeout).
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until every alert handed to `alert_soon` so far was sent (or failed)."""
+        await asyncio.gather(*self._sending, return_exceptions=True)
+
+    def alert_soon(self, alert: Alert) -> bool:
+        """Send `alert` in the background: the caller (the event consumer) must not wait
+        for a slow alert receiver. False when not sent at all (no channel, or stopping)."""
+        if not self.configured:
+            return False
+        if self._stopping.is_set():
+            log.warning("admin alert not sent, the api is stopping: %s", alert.message)
+            return False
+        task = asyncio.create_task(self._alert_logged(alert), name=f"wapp-alert-{alert.kind}")
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+        return True
+
+    async def _alert_logged(self, alert: Alert) -> int:
+        try:
+            return await self.alert(alert)
+        except Exception:  # Redis down for the rate limit: logged, as a failed post is
+            log.exception("admin alert failed: %s", alert.message)
+            return 0
 
     async def _run(self) -> None:
         await every(self.scan_s, self._stopping, self._scan_logged)

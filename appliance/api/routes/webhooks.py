@@ -27,7 +27,12 @@ router = APIRouter(
 )
 
 EventType = Literal[
-    "session.state", "message.status", "message.received", "presence.update", "command.rejected"
+    "session.state",
+    "message.status",
+    "message.received",
+    "presence.update",
+    "command.rejected",
+    "session.version_refused",
 ]
 
 
