@@ -60,6 +60,9 @@ class ApiSettings(Section):
     # (uvicorn's forwarded_allow_ips). Empty: nobody's, so a client cannot pick the
     # address the bad-key throttle counts it under.
     trusted_proxies: tuple[str, ...] = ()
+    # Who may scrape GET /metrics: `loopback` (a Prometheus on this box; from elsewhere an
+    # admin key), `admin` (an admin key from anywhere) or `open` (anyone who can reach it).
+    metrics_access: Literal["loopback", "admin", "open"] = "loopback"
 
     @field_validator("trusted_proxies")
     @classmethod

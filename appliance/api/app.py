@@ -13,7 +13,17 @@ from starlette.types import Receive, Scope, Send
 from appliance.api import fast_send
 from appliance.api.errors import install_error_handlers
 from appliance.api.middleware import TraceMiddleware
-from appliance.api.routes import events, health, keys, media, messages, sandbox, sessions, webhooks
+from appliance.api.routes import (
+    events,
+    health,
+    keys,
+    media,
+    messages,
+    metrics,
+    sandbox,
+    sessions,
+    webhooks,
+)
 from appliance.api.state import AppState
 from appliance.db.checkpoints import WalCheckpoints
 from appliance.db.engine import (
@@ -23,6 +33,8 @@ from appliance.db.engine import (
     is_sqlite,
 )
 from appliance.events.consumer import EventConsumer
+from appliance.metrics.http import RequestMetrics
+from appliance.metrics.runtime import MetricsRuntime
 from appliance.redis_client import create_redis
 from appliance.services import commands
 from appliance.services.requeue import Requeuer
@@ -45,8 +57,10 @@ class WappApi(FastAPI):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._fast_send = fast_send.FastSend(self)
+        # This worker's request counts (metrics/http.py), the fast send path's included.
+        self.state.request_metrics = self.request_metrics = RequestMetrics()
         # Outermost, around ServerErrorMiddleware too: a 500 carries X-Trace-Id as well.
-        self._traced = TraceMiddleware(self._dispatch)
+        self._traced = TraceMiddleware(self._dispatch, observe=self.request_metrics.observe)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._traced(scope, receive, send)
@@ -91,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
             checkpoints.start()
         app.state.wapp = state
         app.state.webhooks = WebhooksRuntime.start(state)
+        metrics_runtime = MetricsRuntime.start(settings, redis, app.state.request_metrics)
         # The consumer raises admin alerts (version refusals) through the runtime's alerter.
         consumer = EventConsumer(
             redis=redis, writer=state.writer, alerter=app.state.webhooks.alerter
@@ -103,6 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await consumer.stop()
+            await metrics_runtime.stop()
             await app.state.webhooks.stop()
             await requeuer.stop()
             await state.sends.stop()
@@ -130,4 +146,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(media.router)
     app.include_router(sandbox.router)
     app.include_router(webhooks.router)
+    app.include_router(metrics.router)
     return app

@@ -32,9 +32,11 @@ from appliance.api.errors import error_response, unexpected_response, validation
 from appliance.api.routes import messages as routes
 from appliance.api.state import AppState
 from appliance.errors import PayloadTooLarge, WappError
+from appliance.metrics import http as http_metrics
 from appliance.services import messages, sessions
 
 _PATH: Final = re.compile(r"^/v1/sessions/([^/]+)/messages$")
+ROUTE: Final = "/v1/sessions/{session}/messages"
 _IDEMPOTENCY_MAX: Final = 255
 # A text is at most 65,536 characters (4 bytes each in UTF-8 at worst), mentions and a
 # contact card far less: no valid JSON send comes near this.
@@ -110,6 +112,8 @@ class FastSend:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session_ref, headers = scope[SCOPE_KEY]
+        # Request metrics count it under the route's template, as if the router had matched.
+        scope[http_metrics.ROUTE_KEY] = ROUTE
         state: AppState = self.app.state.wapp
         try:
             body = await self._send(

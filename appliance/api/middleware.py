@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,9 +23,14 @@ _VALID_TRACE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _INTERNAL = "internal error; see the api log for this trace id"
 
 
+# Called once per answered request with its scope, status and seconds (request metrics).
+Observe = Callable[[Scope, int, float], None]
+
+
 class TraceMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, observe: Observe | None = None) -> None:
         self.app = app
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,6 +70,8 @@ class TraceMiddleware:
                 await _answer_500(send_with_trace)
         finally:
             self._log(scope, status, started, failures)
+            if self.observe is not None:
+                self.observe(scope, status, time.perf_counter() - started)
             end_request(failures_token)
             trace_id_var.reset(token)
 
