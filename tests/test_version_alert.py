@@ -5,7 +5,9 @@ reason the API shows.
 
 The events are published to a real Redis as the engine publishes them (after the close's
 own `session.state`, engine/src/upstream/version.ts); the api's consumer persists them in
-a real database and the alert goes to a real HTTP receiver.
+a real database and the alert goes to a real HTTP receiver. The last test runs the real
+supervised stack: the sandbox engine logs in to the simulator refusing its version
+(`POST /faults/min-version`), as engine/test/engine/wa-version.test.ts does.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
@@ -37,11 +40,12 @@ from appliance.db.models import Session, WebhookDelivery
 from appliance.events.consumer import EventConsumer
 from appliance.redis_keys import EVENTS_STREAM, engine_heartbeat_key
 from appliance.security.master_key import create_master_key
-from appliance.settings import Settings
+from appliance.settings import Settings, load_settings
 from appliance.webhooks.alerts import Alerter
 from tests.fixtures.api import auth, running_api
 from tests.fixtures.post_receiver import PostReceiver, post_receiver  # noqa: F401
 from tests.fixtures.settings import MakeSettings
+from tests.fixtures.stack import StackDir, start_stack
 
 Sessions = async_sessionmaker[AsyncSession]
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -313,3 +317,62 @@ async def test_without_an_alert_channel_nothing_is_sent_or_counted(
     assert (await row_of(db_sessionmaker, "sales-1")).state_reason == refusal_reason()
     assert alerter.sent == []
     assert await redis.keys("wapp:alerts:*") == []
+
+
+def _eventually(what: str, probe: Callable[[], Any], timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def test_on_the_real_stack_a_refused_login_alerts_the_admin(
+    stack_dir: StackDir,
+    post_receiver: PostReceiver,
+) -> None:
+    """The sandbox engine against the simulator refusing its version (min-version fault)."""
+    config = stack_dir.config.read_text(encoding="utf-8")
+    # No network needed: the fetch fails at once and the engine uses its pinned version.
+    config = config.replace(
+        "[engine]\n",
+        '[engine]\nwa_version_url = "http://127.0.0.1:9/sw.js"\nwa_version_timeout_s = 1\n',
+    )
+    config += (
+        f'[webhooks]\nallow_private = true\nalert_webhook_url = "{post_receiver.url("/alerts")}"\n'
+    )
+    stack_dir.config.write_text(config, encoding="utf-8")
+    start_stack(stack_dir)
+    control = load_settings(stack_dir.config).sandbox.control_port
+    fault = httpx.post(
+        f"http://127.0.0.1:{control}/faults/min-version", json={"version": "2.3000.9999999999"}
+    )
+    assert fault.status_code == 200, fault.text
+    boot = stack_dir.wapp("keys", "bootstrap-admin")
+    assert boot.returncode == 0, boot.stderr
+    key = boot.stdout.strip().splitlines()[-1]
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{stack_dir.api_port}", headers=auth(key), timeout=30
+    ) as api:
+        created = api.post("/v1/sessions", json={"name": "v-old", "upstream": "sandbox"})
+        assert created.status_code == 201, created.text
+        alerts = _eventually("the alert", lambda: post_receiver.snapshot("/alerts"))
+        shown = _eventually(
+            "the cause in the session's state reason",
+            lambda: (
+                (body := api.get("/v1/sessions/v-old").json())["stateReason"]
+                and "outdated" in body["stateReason"]
+                and body
+            ),
+        )
+    [got] = [a for a in alerts if a["type"] == "alert.session.version_refused"]
+    assert got["subject"] == "wa-version:sandbox"
+    assert got["details"]["session"] == "v-old"
+    assert got["details"]["source"] == "pinned"
+    assert got["details"]["reasonCode"] == 405
+    assert got["details"]["version"] in got["message"]
+    assert shown["state"] in ("reconnecting", "failed")
+    assert got["details"]["version"] in shown["stateReason"]
