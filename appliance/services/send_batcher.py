@@ -3,9 +3,9 @@
 A send hands its `messages` row, its `queued` timeline row and its command to
 `SendBatcher.submit` and waits. A flush task takes everything waiting (up to
 `max_batch`) and writes the rows at once (`send_rows`: one statement on Postgres, one
-transaction on SQLite); the batch's commands are then XADDed in one Redis pipeline,
-and only then is each waiter answered: a 202 still means the row is committed and the
-command is in Redis. There is one flush task: on SQLite it gives the one writer
+transaction on the batcher's own SQLite connection); the batch's commands are then XADDed in one
+Redis pipeline, and only then is each waiter answered: a 202 still means the row is
+committed and the command is in Redis. There is one flush task: on SQLite it gives the one writer
 connection back after each batch, so other writes get their turn; on Postgres it keeps
 its pooled connection while sends keep coming (no checkout and ping per batch).
 Committed batches go to one enqueue task, which XADDs them in commit order and
@@ -37,8 +37,9 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from appliance.db.sqlite_writer import SqliteWriter
 from appliance.errors import EnqueueFailed
 from appliance.services import send_rows
 
@@ -77,6 +78,9 @@ class SendBatcher:
         # SQLite's one writer connection must go back between batches, or other writes
         # would wait for the sends to stop; Postgres' pool has more.
         self._postgres = writer.dialect.name == "postgresql"
+        # SQLite: the rows are written on a sqlite3 connection of their own
+        # (`SqliteWriter`), made at the first batch with the writer engine's busy_timeout.
+        self._sqlite: SqliteWriter | None = None
         self._queue: asyncio.Queue[PendingSend] = asyncio.Queue()
         self._committed: asyncio.Queue[list[PendingSend]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -99,6 +103,9 @@ class SendBatcher:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._sqlite is not None:
+            self._sqlite.close()
+            self._sqlite = None
 
     async def submit(self, item: PendingSend) -> bool:
         """True once committed and XADDed; False when the Idempotency-Key was taken."""
@@ -133,9 +140,8 @@ class SendBatcher:
         try:
             async with self._writer.connect() as conn:
                 while writing:
-                    raw = await conn.get_raw_connection()
                     try:
-                        await self._write(raw.driver_connection, writing)
+                        await self._write(conn, writing)
                     except Exception:
                         return writing  # the connection goes back first
                     self._committed.put_nowait(writing)
@@ -197,13 +203,28 @@ class SendBatcher:
             return
         _succeed(item, True)
 
-    async def _write(self, driver: Any, batch: list[PendingSend]) -> None:
+    async def _write(self, conn: AsyncConnection, batch: list[PendingSend]) -> None:
         messages = [item.message for item in batch]
         statuses = [item.status for item in batch]
         if self._postgres:
-            await send_rows.postgres(driver, messages, statuses)
-        else:
-            await send_rows.sqlite(driver, messages, statuses)
+            raw = await conn.get_raw_connection()
+            await send_rows.postgres(raw.driver_connection, messages, statuses)
+            return
+        # The pooled connection is held, unused, while the batch is written: holding the
+        # writer engine's one connection is what keeps SQLite to one writer at a time
+        # in this process (other writes queue for it in asyncio, not in busy handlers).
+        writer = self._sqlite or await self._start_sqlite_writer(conn)
+        await writer.write(lambda db: send_rows.sqlite(db, messages, statuses))
+
+    async def _start_sqlite_writer(self, conn: AsyncConnection) -> SqliteWriter:
+        # Its connection waits for locks as long as the engine's connections do.
+        # Asked on the driver (aiosqlite's public API): a statement through SQLAlchemy
+        # would begin a transaction, BEGIN IMMEDIATE, and take the lock the batch needs.
+        driver: Any = (await conn.get_raw_connection()).driver_connection
+        async with driver.execute("PRAGMA busy_timeout") as cursor:
+            (busy,) = await cursor.fetchone()
+        self._sqlite = SqliteWriter(conn.engine.url.database or "", busy_timeout_ms=int(busy))
+        return self._sqlite
 
     async def _insert_core(self, batch: list[PendingSend]) -> None:
         """Plain Core INSERTs, whose failures are SQLAlchemy's (an IntegrityError for a

@@ -1,6 +1,6 @@
 """A batch of sends' rows (`messages` and their `queued` timeline rows) written at once.
 
-The send batcher's hot path. Both writers go straight to the driver, below SQLAlchemy:
+The send batcher's hot path. Both writers go below SQLAlchemy, straight to a driver:
 under load the event loop runs a whole round of request handlers between any two
 awaits, about a millisecond, so a transaction of several awaited steps (BEGIN, each
 INSERT, COMMIT, the pool's reset) spent most of its time waiting for its turn rather
@@ -9,12 +9,10 @@ benchmark machine, a batch of about 30 sends took 8-9 ms to commit that way.
 
 - Postgres: one statement, one round trip, no BEGIN or COMMIT of its own
   (`postgres`).
-- SQLite: one synchronous call on the event loop, no await at all (`sqlite`). It
-  holds the loop for the writes themselves, about 1.3 ms for 30 sends. Two things
-  that could hold it longer are kept off it: a write lock held by another process
-  (the write then waits on the driver's thread, as every other write does), and WAL
-  checkpoints (the writer connection makes none; `db.checkpoints` runs them on a
-  pooled connection's thread).
+- SQLite: one transaction on the batcher's own sqlite3 connection (`db.sqlite_writer`),
+  synchronously on the event loop with no await when the write lock is free (about
+  1.3 ms for 30 sends), on a worker thread when another connection holds it; no WAL
+  checkpoints in it (`db.checkpoints` runs them off the loop).
 
 Values go in the form SQLAlchemy itself stores them; a test holds batch rows and
 Core-inserted rows equal, column by column.
@@ -56,49 +54,13 @@ async def postgres(driver: Any, messages: Rows, statuses: Rows) -> None:
     )
 
 
-async def sqlite(driver: Any, messages: Rows, statuses: Rows) -> None:
-    """Both tables' rows in one transaction on an aiosqlite connection checked out of
-    the pool (so nothing else uses it meanwhile)."""
-    statements = _sqlite_statements(MESSAGES, messages) + _sqlite_statements(STATUSES, statuses)
-    # The sqlite3 connection and aiosqlite's thread, reached as SQLAlchemy's own
-    # aiosqlite dialect reaches them (to set the isolation level).
-    conn: sqlite3.Connection = driver._conn
-    if _begin_unless_locked(conn):
-        _write(conn, statements)
-    else:
-        await driver._execute(_begin_and_write, conn, statements)
-
-
-def _begin_unless_locked(conn: sqlite3.Connection) -> bool:
-    """BEGIN IMMEDIATE without waiting: False when another connection holds the lock."""
-    timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
-    conn.execute("PRAGMA busy_timeout=0")
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
-            raise
-        return False
-    finally:
-        conn.execute(f"PRAGMA busy_timeout={int(timeout)}")
-    return True
-
-
-def _begin_and_write(conn: sqlite3.Connection, statements: list[tuple[str, list[Any]]]) -> None:
-    # On the driver's thread: the busy handler waits for the lock there.
-    conn.execute("BEGIN IMMEDIATE")
-    _write(conn, statements)
-
-
-def _write(conn: sqlite3.Connection, statements: list[tuple[str, list[Any]]]) -> None:
-    try:
-        for sql, params in statements:
-            conn.execute(sql, params)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+def sqlite(conn: sqlite3.Connection, messages: Rows, statuses: Rows) -> None:
+    """Both tables' rows, on the SQLite writer's connection inside the transaction
+    `SqliteWriter.write` opens and commits."""
+    for sql, params in _sqlite_statements(MESSAGES, messages) + _sqlite_statements(
+        STATUSES, statuses
+    ):
+        conn.execute(sql, params)
 
 
 def _postgres_arrays(rows: Rows, columns: tuple[str, ...]) -> list[list[Any]]:
