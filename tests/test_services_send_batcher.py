@@ -16,7 +16,7 @@ from appliance.auth.api_keys import create_api_key
 from appliance.db.models import Message, MessageStatusEvent, Session
 from appliance.db.types import new_id, utcnow
 from appliance.errors import EnqueueFailed
-from appliance.services.send_batcher import PendingSend, SendBatcher
+from appliance.services.send_batcher import PendingSend, SendBatcher, send_alone
 from tests.fixtures.killable_redis import KillableRedis
 
 Db = async_sessionmaker[AsyncSession]
@@ -279,3 +279,33 @@ async def test_a_committed_send_whose_xadd_fails_hears_its_id_and_the_sweep_is_t
     ids = {i.message["id"] for i in items}
     assert await _stored(db_sessionmaker) == (ids, ids)
     assert told
+
+
+async def test_a_send_alone_commits_and_enqueues_and_answers_false_for_a_taken_key(
+    redis: aioredis.Redis, owner: tuple[str, str], db_sessionmaker: Db
+) -> None:
+    """Without a running batcher (the CLI): the same rows, the same XADD, the same
+    answer for a taken Idempotency-Key."""
+    first = _pending(owner, idempotency_key="same")
+    assert await send_alone(db_sessionmaker.begin, redis, first, maxlen=1000) is True
+    twin = _pending(owner, idempotency_key="same")
+    assert await send_alone(db_sessionmaker.begin, redis, twin, maxlen=1000) is False
+    ids = {first.message["id"]}
+    assert await _stored(db_sessionmaker) == (ids, ids)
+    assert await _enqueued(redis) == [first.message["id"]]
+
+
+async def test_a_send_alone_whose_xadd_fails_raises_enqueue_failed_with_its_id(
+    killable_redis: KillableRedis, owner: tuple[str, str], db_sessionmaker: Db
+) -> None:
+    client = aioredis.Redis.from_url(killable_redis.url)
+    item = _pending(owner)
+    try:
+        killable_redis.kill()
+        with pytest.raises(EnqueueFailed) as info:
+            await send_alone(db_sessionmaker.begin, client, item, maxlen=1000)
+    finally:
+        await client.aclose()
+    assert info.value.details["messageId"] == item.message["id"]
+    ids = {item.message["id"]}
+    assert await _stored(db_sessionmaker) == (ids, ids)  # the sweep's to enqueue

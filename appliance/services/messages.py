@@ -27,7 +27,6 @@ import orjson
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 from redis.exceptions import RedisError
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
@@ -38,7 +37,7 @@ from appliance.db.models import ApiKey, Message, MessageStatusEvent, Session
 from appliance.db.types import new_id, utcnow
 from appliance.errors import EnqueueFailed, NotFound, RateLimited, ValidationFailed
 from appliance.services import commands, media, outgoing, requeue, sessions
-from appliance.services.send_batcher import PendingSend, SendBatcher
+from appliance.services.send_batcher import PendingSend, SendBatcher, send_alone
 from appliance.settings import Settings
 
 _QUOTA_TTL_S: Final = 2 * 86400
@@ -236,9 +235,10 @@ async def send(
     idempotency_key: str | None = None,
     batcher: SendBatcher | None = None,
 ) -> Accepted:
-    """Validate, store, enqueue. With a `batcher`, the row commits with concurrent sends'
-    in one transaction and the command is XADDed with theirs; the answer still comes only
-    after both."""
+    """Validate, store, enqueue; the answer comes only after the row committed and the
+    command is in Redis. The api passes its `batcher` (the row commits with concurrent
+    sends', the command is XADDed with theirs); a one-off caller without one (the CLI)
+    stores and enqueues this send alone, as a failed batch's sends are."""
     if upload is not None and not isinstance(body, outgoing.MediaBody):
         raise ValidationFailed(
             f"a {body.type} message takes no file",
@@ -272,7 +272,7 @@ async def send(
             blob.path.unlink(missing_ok=True)
         raise
     counter = await take_quota(redis, principal.key)
-    message: Message | AcceptedRow | None
+    message: AcceptedRow | None
     try:
         if isinstance(body, outgoing.MediaBody) and blob is None:
             blob = await _media_blob(body, None, settings, message_id)
@@ -299,16 +299,15 @@ async def send(
             payload=payload,
             command_id=message_id,
         )
-        if batcher is None:
-            message = await _insert(
-                writer, session, principal, body, command, message_id, idempotency_key, digest
-            )
+        message, pending = _rows(
+            session, principal, body, command, message_id, idempotency_key, digest
+        )
+        if batcher is not None:
+            stored = await batcher.submit(pending)
         else:
-            message, pending = _rows(
-                session, principal, body, command, message_id, idempotency_key, digest
-            )
-            if not await batcher.submit(pending):
-                message = None
+            stored = await send_alone(writer.begin, redis, pending, maxlen=commands.STREAM_MAXLEN)
+        if not stored:
+            message = None
     except EnqueueFailed:
         # The row is committed: its quota is spent, its media needed, and the requeue
         # sweep enqueues its command once Redis is back.
@@ -326,15 +325,6 @@ async def send(
         found = await _existing(reader, key_id, idempotency_key)
         assert found is not None
         return _replay(found, digest, idempotency_key)
-    if batcher is None:
-        try:
-            await commands.enqueue(redis, command, upstream=session.upstream)
-        except (RedisError, OSError) as exc:
-            raise EnqueueFailed(
-                "the message is stored but Redis refused its command; it is enqueued "
-                "automatically once Redis is back",
-                details={"messageId": message.id},
-            ) from exc
     return Accepted(message=message, replayed=False)
 
 
@@ -384,49 +374,6 @@ def _rows(
         id=values["id"], wa_id=values["wa_id"], created_at=now, trace_id=command.trace_id
     )
     return answer, pending
-
-
-async def _insert(
-    writer: async_sessionmaker[AsyncSession],
-    session: Session,
-    principal: Principal,
-    body: Body,
-    command: Any,
-    message_id: uuid.UUID,
-    idempotency_key: str | None,
-    digest: str | None,
-) -> Message | None:
-    """The row and its first timeline entry; None when the idempotency key is taken."""
-    now = utcnow()
-    message = Message(
-        id=str(message_id),
-        session_id=session.id,
-        api_key_id=principal.key.id,
-        direction="out",
-        kind=body.type,
-        chat=body.to,
-        payload=command.payload.model_dump(mode="json"),
-        status="queued",
-        wa_id=wa_message_id(message_id),
-        trace_id=command.trace_id,
-        idempotency_key=idempotency_key,
-        request_hash=digest,
-        created_at=now,
-        updated_at=now,
-    )
-    queued = MessageStatusEvent(
-        message_id=message.id, status="queued", at=now, trace_id=command.trace_id
-    )
-    try:
-        async with writer() as db, db.begin():
-            db.add(message)
-            await db.flush()
-            db.add(queued)
-    except IntegrityError:
-        if idempotency_key is None:
-            raise
-        return None
-    return message
 
 
 # --- reading -------------------------------------------------------------------------

@@ -32,12 +32,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import redis.asyncio as aioredis
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from appliance.db.sqlite_writer import SqliteWriter
 from appliance.errors import EnqueueFailed
@@ -186,22 +187,14 @@ class SendBatcher:
     async def _settle_alone(self, item: PendingSend) -> None:
         """One send in its own transaction: the batch it came in failed."""
         try:
-            await self._insert_core([item])
-        except IntegrityError as exc:
-            if item.idempotent:
-                _succeed(item, False)
-            else:
-                _fail(item, exc)
-            return
+            result = await send_alone(self._writer.begin, self._redis, item, maxlen=self._maxlen)
+        except EnqueueFailed as exc:
+            self._told_enqueue_failed(1, exc)
+            _fail(item, exc)
         except Exception as exc:  # it belongs to this send's caller
             _fail(item, exc)
-            return
-        try:
-            await self._xadd([item])
-        except Exception as exc:
-            self._enqueue_failed([item], exc)
-            return
-        _succeed(item, True)
+        else:
+            _succeed(item, result)
 
     async def _write(self, conn: AsyncConnection, batch: list[PendingSend]) -> None:
         messages = [item.message for item in batch]
@@ -226,13 +219,6 @@ class SendBatcher:
         self._sqlite = SqliteWriter(conn.engine.url.database or "", busy_timeout_ms=int(busy))
         return self._sqlite
 
-    async def _insert_core(self, batch: list[PendingSend]) -> None:
-        """Plain Core INSERTs, whose failures are SQLAlchemy's (an IntegrityError for a
-        taken Idempotency-Key): how a send retried alone is written."""
-        async with self._writer.begin() as conn:
-            await conn.execute(send_rows.MESSAGES.insert(), [item.message for item in batch])
-            await conn.execute(send_rows.STATUSES.insert(), [item.status for item in batch])
-
     async def _xadd(self, batch: list[PendingSend]) -> None:
         pipe = self._redis.pipeline(transaction=False)
         for item in batch:
@@ -249,21 +235,57 @@ class SendBatcher:
     def _enqueue_failed(self, batch: list[PendingSend], exc: Exception) -> None:
         """Committed rows whose commands are not in Redis: their callers hear a retryable
         error with the real message id, and the sweep is told to look soon."""
+        for item in batch:
+            _fail(item, _enqueue_failure(item, exc))
+        self._told_enqueue_failed(len(batch), exc)
+
+    def _told_enqueue_failed(self, sends: int, exc: BaseException) -> None:
         log.warning(
             "sends committed but not enqueued; the requeue sweep will enqueue them",
-            extra={"messages": len(batch), "error": str(exc)},
+            extra={"messages": sends, "error": str(exc)},
         )
-        for item in batch:
-            failure = EnqueueFailed(
-                "the message is stored but Redis refused its command; it is enqueued "
-                "automatically once Redis is back (a retry with the same Idempotency-Key "
-                "answers 202 with this id)",
-                details={"messageId": item.message["id"]},
-            )
-            failure.__cause__ = exc
-            _fail(item, failure)
         if self._on_enqueue_failed is not None:
             self._on_enqueue_failed()
+
+
+async def send_alone(
+    begin: Callable[[], AbstractAsyncContextManager[AsyncConnection | AsyncSession]],
+    redis: aioredis.Redis,
+    item: PendingSend,
+    *,
+    maxlen: int,
+) -> bool:
+    """One send in its own transaction (`begin`: an engine's or a session maker's), then
+    its XADD; how a failed batch's sends are retried, and how a caller without a running
+    batcher (the CLI) sends. Plain Core INSERTs, whose failures are SQLAlchemy's.
+
+    True once committed and XADDed; False when its Idempotency-Key is taken. Raises
+    `EnqueueFailed` (with the message id) when the row committed but the XADD failed.
+    """
+    try:
+        async with begin() as conn:
+            await conn.execute(send_rows.MESSAGES.insert(), [item.message])
+            await conn.execute(send_rows.STATUSES.insert(), [item.status])
+    except IntegrityError:
+        if item.idempotent:
+            return False
+        raise
+    try:
+        await redis.xadd(item.stream, {"data": item.data}, maxlen=maxlen, approximate=True)
+    except Exception as exc:
+        raise _enqueue_failure(item, exc) from exc
+    return True
+
+
+def _enqueue_failure(item: PendingSend, exc: Exception) -> EnqueueFailed:
+    failure = EnqueueFailed(
+        "the message is stored but Redis refused its command; it is enqueued "
+        "automatically once Redis is back (a retry with the same Idempotency-Key "
+        "answers 202 with this id)",
+        details={"messageId": item.message["id"]},
+    )
+    failure.__cause__ = exc
+    return failure
 
 
 # A waiter whose client went away has a cancelled future: it hears nothing more.
