@@ -4,6 +4,7 @@ Redis-kept totals (engine restarts, reconnects), parsed with prometheus_client's
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -251,3 +252,37 @@ async def test_a_failed_flush_keeps_the_counts(redis: aioredis.Redis) -> None:
     fields = await redis.hgetall("wapp:metrics:http:requests")
     assert fields == {b"GET|/healthz|200": b"2"}
     assert await requests.flush(redis) == 0  # nothing counted twice
+
+
+async def test_two_workers_scrapes_show_the_sum_of_both(
+    make_settings: MakeSettings, database_url: str, redis: aioredis.Redis
+) -> None:
+    """Two apps on one database and Redis, as two uvicorn workers are: whichever answers
+    the scrape shows what both served (each flushes into Redis; the scraper its own first)."""
+    settings = make_settings(database={"url": database_url})
+    one, two = create_app(settings), create_app(settings)
+    async with (
+        one.router.lifespan_context(one),
+        two.router.lifespan_context(two),
+        client_from(one, "127.0.0.1") as first,
+        client_from(two, "127.0.0.1") as second,
+    ):
+        for _ in range(3):
+            assert (await first.get("/healthz")).status_code == 200
+        for _ in range(2):
+            assert (await second.get("/healthz")).status_code == 200
+        # The first worker's periodic flush (every 2 s) brings its counts in.
+        scrapes = 0
+        for _ in range(50):
+            samples = await scrape(second)
+            scrapes += 1
+            got = value(
+                samples, "wapp_http_requests_total", method="GET", route="/healthz", status="200"
+            )
+            if got == 5:
+                break
+            await asyncio.sleep(0.1)
+        assert got == 5
+    # Stopping flushes what was left, the last scrape's own count included.
+    stored = await redis.hget("wapp:metrics:http:requests", "GET|/metrics|200")
+    assert int(stored or 0) == scrapes
