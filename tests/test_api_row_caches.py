@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 import sqlalchemy as sa
@@ -103,6 +105,8 @@ async def test_a_session_change_in_this_process_empties_the_cache_and_others_wai
 ) -> None:
     fake = Clock()
     monkeypatch.setattr(session_cache.time, "monotonic", fake)
+    session_cache.watch_changes()  # as the api does at start
+    session_cache.watch_changes()  # idempotent: one listener, not two
     created = await api_keys.create_api_key(db_sessionmaker, name="k", role="tenant")
     principal = Principal(key=created.key)
     row = await _session(db_sessionmaker, created.key.id)
@@ -159,3 +163,15 @@ async def test_a_cancelled_shared_read_lets_the_others_read_themselves() -> None
     await asyncio.sleep(0)
     leader.cancel()
     assert await follower == "own"
+
+
+def test_importing_the_session_cache_registers_no_orm_listener() -> None:
+    """Only the process that caches pays a listener on every ORM statement."""
+    code = (
+        "from sqlalchemy import event, orm\n"
+        "from appliance.services import session_cache as c\n"
+        "assert not event.contains(orm.Session, 'do_orm_execute', c._on_statement)\n"
+        "c.watch_changes()\n"
+        "assert event.contains(orm.Session, 'do_orm_execute', c._on_statement)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -36,7 +36,7 @@ from appliance.events.consumer import EventConsumer
 from appliance.metrics.http import RequestMetrics
 from appliance.metrics.runtime import MetricsRuntime
 from appliance.redis_client import create_redis
-from appliance.services import commands
+from appliance.services import commands, session_cache
 from appliance.services.requeue import Requeuer
 from appliance.services.send_batcher import SendBatcher
 from appliance.settings import Settings
@@ -99,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
             on_enqueue_failed=requeuer.soon,
         )
         state.sends.start()
+        session_cache.watch_changes()  # the send path's session rows, emptied on changes
         requeuer.start()
         checkpoints = WalCheckpoints(db) if is_sqlite(db) else None
         if checkpoints is not None:

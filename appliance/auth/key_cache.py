@@ -12,35 +12,33 @@ from __future__ import annotations
 import time
 from typing import Final
 
+from cachetools import TTLCache
+
 from appliance.auth.single_flight import SingleFlight
 from appliance.db.models import ApiKey
 
 TTL_S: Final = 5.0
 _MAX_ENTRIES: Final = 10_000
 
-_rows: dict[str, tuple[float, ApiKey]] = {}
+
+def _now() -> float:
+    # Looked up at each call (not `timer=time.monotonic`), so tests can move the clock.
+    return time.monotonic()
+
+
+_rows: TTLCache[str, ApiKey] = TTLCache(maxsize=_MAX_ENTRIES, ttl=TTL_S, timer=_now)
 # When an entry expires under load, one read refills it for every request waiting.
 loads: SingleFlight[ApiKey | None] = SingleFlight()
 
 
 def get(key_id: str) -> ApiKey | None:
     """The row read less than TTL_S ago, or None."""
-    found = _rows.get(key_id)
-    if found is None:
-        return None
-    expires, row = found
-    if time.monotonic() >= expires:
-        _rows.pop(key_id, None)
-        return None
-    return row
+    return _rows.get(key_id)
 
 
 def put(row: ApiKey) -> None:
-    if row.revoked_at is not None:
-        return
-    if len(_rows) >= _MAX_ENTRIES:
-        _rows.clear()
-    _rows[row.id] = (time.monotonic() + TTL_S, row)
+    if row.revoked_at is None:
+        _rows[row.id] = row
 
 
 def forget(key_id: str) -> None:
