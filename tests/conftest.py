@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.fixtures.settings",
     "tests.fixtures.database",
     "tests.fixtures.stack",
+    "tests.fixtures.cli_stack",
     "tests.fixtures.api",
     "tests.fixtures.killable_redis",
     "tests.fixtures.sandbox",

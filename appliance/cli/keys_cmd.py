@@ -1,4 +1,5 @@
-"""`wapp keys create|list|revoke|bootstrap-admin`. A key's secret is printed once, at creation."""
+"""`wapp keys create|list|show|quotas|revoke|bootstrap-admin`. A key's secret is printed
+once, at creation."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from appliance.auth import api_keys
+from appliance.cli import key_usage
 from appliance.cli.context import settings
 from appliance.cli.db_access import database
 from appliance.db.models import ApiKey
@@ -29,9 +31,39 @@ def _row(key: ApiKey) -> dict[str, object]:
     }
 
 
+def _dumps(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+
+
+def _quota(value: str | None, option: str) -> int | None:
+    """A quota as typed: a positive number, or `none` for unlimited."""
+    if value is None or value.lower() in ("none", "unlimited"):
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise typer.BadParameter("a positive number, or none (unlimited)", param_hint=option)
+    return int(value)
+
+
 def _api_url(s: Settings) -> str:
     host = "127.0.0.1" if s.api.host in ("0.0.0.0", "::") else s.api.host
     return f"http://{host}:{s.api.port}"
+
+
+def _print_key(key: ApiKey, used: key_usage.Usage, as_json: bool) -> None:
+    row = _row(key)
+    if as_json:
+        typer.echo(
+            _dumps(
+                {**row, "usage": {"sessions": used.sessions, "messagesToday": used.messages_today}}
+            )
+        )
+        return
+    out = Console()
+    state = f"revoked {row['revokedAt']}" if key.revoked_at else "active"
+    out.print(f"key {key.id} ({key.name}), {key.role}, {state}")
+    out.print(f"  sessions:       {used.sessions} of {key.max_sessions or 'unlimited'}")
+    today = "?" if used.messages_today is None else used.messages_today
+    out.print(f"  messages today: {today} of {key.messages_per_day or 'unlimited'} (UTC day)")
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +78,7 @@ def register(app: typer.Typer) -> None:
         role: str = typer.Option("tenant", help="admin or tenant."),
         max_sessions: int | None = typer.Option(None, min=1, help="Quota: sessions."),
         messages_per_day: int | None = typer.Option(None, min=1, help="Quota: messages a day."),
+        as_json: bool = typer.Option(False, "--json", help="JSON output, with the key."),
     ) -> None:
         """Create a key and print it once."""
         if role not in ("admin", "tenant"):
@@ -63,6 +96,9 @@ def register(app: typer.Typer) -> None:
                 )
 
         created = asyncio.run(go())
+        if as_json:
+            typer.echo(_dumps({**_row(created.key), "key": created.plaintext}))
+            return
         Console().print(f"created {created.key.role} key {created.key.id} ({created.key.name})")
         Console().print("store it now, it is not shown again:")
         typer.echo(created.plaintext)
@@ -81,7 +117,7 @@ def register(app: typer.Typer) -> None:
 
         rows = [_row(key) for key in asyncio.run(go())]
         if as_json:
-            typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+            typer.echo(_dumps(rows))
             return
         table = Table("id", "name", "role", "quotas", "created", "revoked")
         for row in rows:
@@ -95,6 +131,60 @@ def register(app: typer.Typer) -> None:
                 str(row["revokedAt"] or ""),
             )
         Console().print(table)
+
+    @group.command("show")
+    def show(
+        ctx: typer.Context,
+        key_id: str = typer.Argument(..., help="The key's id."),
+        as_json: bool = typer.Option(False, "--json", help="JSON output."),
+    ) -> None:
+        """One key: role, quotas and what it used of them today."""
+        s = settings(ctx)
+
+        async def go() -> tuple[ApiKey, key_usage.Usage]:
+            async with database(s) as sessions:
+                key = await api_keys.get_api_key(sessions, key_id)
+                return key, await key_usage.usage(sessions, s, key)
+
+        key, used = asyncio.run(go())
+        _print_key(key, used, as_json)
+
+    @group.command("quotas")
+    def quotas(
+        ctx: typer.Context,
+        key_id: str = typer.Argument(..., help="The key's id."),
+        max_sessions: str | None = typer.Option(
+            None, help="Sessions it may own: a number, or none (unlimited). Default: unchanged."
+        ),
+        messages_per_day: str | None = typer.Option(
+            None, help="Messages a UTC day: a number, or none (unlimited). Default: unchanged."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="JSON output."),
+    ) -> None:
+        """Show a key's quotas and today's use; with options, set them (as PUT
+        /v1/keys/{id}/quotas does; an option not given keeps its value)."""
+        s = settings(ctx)
+        sessions_quota = _quota(max_sessions, "--max-sessions")
+        messages_quota = _quota(messages_per_day, "--messages-per-day")
+
+        async def go() -> tuple[ApiKey, key_usage.Usage]:
+            async with database(s) as sessions:
+                key = await api_keys.get_api_key(sessions, key_id)
+                if max_sessions is not None or messages_per_day is not None:
+                    key = await api_keys.set_quotas(
+                        sessions,
+                        key_id,
+                        max_sessions=sessions_quota
+                        if max_sessions is not None
+                        else key.max_sessions,
+                        messages_per_day=messages_quota
+                        if messages_per_day is not None
+                        else key.messages_per_day,
+                    )
+                return key, await key_usage.usage(sessions, s, key)
+
+        key, used = asyncio.run(go())
+        _print_key(key, used, as_json)
 
     @group.command("revoke")
     def revoke(ctx: typer.Context, key_id: str = typer.Argument(..., help="The key's id.")) -> None:
@@ -128,4 +218,7 @@ def register(app: typer.Typer) -> None:
         out.print("first admin API key (store it now, it is not shown again):")
         typer.echo(created.plaintext)
 
+    from appliance.cli import rotate_master_cmd
+
+    rotate_master_cmd.register(group)
     app.add_typer(group, name="keys")

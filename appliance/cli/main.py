@@ -25,6 +25,14 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"wapp {version('wapp')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
@@ -33,6 +41,9 @@ def main(
         "--config",
         "-c",
         help="Config file (default: $WAPP_CONFIG, /etc/wapp/config.toml, ./config.toml).",
+    ),
+    _show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     state(ctx).config_path = config

@@ -10,15 +10,16 @@ import typer
 from pydantic import BaseModel
 
 
-def emit_json(value: Any) -> None:
+def _model(value: Any) -> Any:
     if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json", by_alias=True)
-    elif isinstance(value, list):
-        value = [
-            v.model_dump(mode="json", by_alias=True) if isinstance(v, BaseModel) else v
-            for v in value
-        ]
-    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z).decode())
+        return value.model_dump(mode="json", by_alias=True)
+    raise TypeError(type(value).__name__)
+
+
+def emit_json(value: Any) -> None:
+    """`value` (API models anywhere inside it) as indented JSON on stdout."""
+    option = orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z
+    typer.echo(orjson.dumps(value, default=_model, option=option).decode())
 
 
 def state_style(state: str) -> str:

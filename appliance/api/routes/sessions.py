@@ -22,7 +22,7 @@ from appliance.contracts import (
     Upstream,
 )
 from appliance.db.models import Session
-from appliance.services import sandbox, session_liveness, session_names, sessions
+from appliance.services import sandbox, session_create, session_liveness, sessions
 
 _ERR = {"model": ErrorResponse}
 router = APIRouter(
@@ -136,34 +136,19 @@ class MePublic(ApiModel):
 async def create_session(
     body: SessionCreate, state: StateDep, principal: PrincipalDep
 ) -> SessionPublic:
-    if body.upstream == "sandbox" and body.phone is not None and state.settings.sandbox.enabled:
-        # A sandbox phone is its key's: another tenant's answers 404 (no hijack).
-        await sandbox.claim_number(state.writer, principal, body.phone)
-    # Names are per key; the engine name is unique on the box (services/session_names).
-    retry = False
-    while True:
-        new = sessions.NewSession(
-            name=await session_names.engine_name(state.reader, body.name, taken_ok=retry),
-            display_name=body.name,
-            upstream=body.upstream,
-            pacing=PacingOverrides(**body.pacing.model_dump(by_alias=False))
-            if body.pacing
-            else None,
-            push_name=body.push_name,
-            phone=body.phone,
-        )
-        try:
-            row = await sessions.create(state.writer, state.redis, state.settings, principal, new)
-        except sessions.SessionExists:
-            # Our own name is a conflict; another key's engine name, taken since we
-            # looked, is not: take a suffixed one instead (once is plenty).
-            if retry or await session_names.owns_display_name(
-                state.reader, principal.key.id, body.name
-            ):
-                raise
-            retry = True
-            continue
-        return SessionPublic.of(row)
+    row = await session_create.create_named(
+        writer=state.writer,
+        reader=state.reader,
+        redis=state.redis,
+        settings=state.settings,
+        principal=principal,
+        name=body.name,
+        upstream=body.upstream,
+        pacing=PacingOverrides(**body.pacing.model_dump(by_alias=False)) if body.pacing else None,
+        push_name=body.push_name,
+        phone=body.phone,
+    )
+    return SessionPublic.of(row)
 
 
 @router.get("", summary="List sessions (a tenant sees its own)")
