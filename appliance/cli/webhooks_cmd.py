@@ -18,7 +18,7 @@ from rich.table import Table
 from appliance.cli.context import settings
 from appliance.cli.db_access import database
 from appliance.db.models import Webhook
-from appliance.security.master_key import load_master_key
+from appliance.security.keyring import MasterKeyring
 from appliance.settings import Settings
 from appliance.webhooks import service
 from appliance.webhooks.crypto import SecretBox
@@ -40,7 +40,7 @@ def _row(w: Webhook) -> dict[str, Any]:
 
 
 def _box(s: Settings) -> SecretBox:
-    return SecretBox(load_master_key(s.master_key_path))
+    return SecretBox(MasterKeyring(s.master_key_path))
 
 
 def _since(value: str) -> datetime:

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from appliance.db.models import Webhook, WebhookDelivery
 from appliance.db.types import utcnow
+from appliance.security.keyring import MasterKeyring
 from appliance.settings import WebhooksSettings
 from appliance.webhooks import pairing, recorder, signing, ssrf
 from appliance.webhooks.crypto import SecretBox
@@ -60,7 +61,7 @@ class Dispatcher:
         *,
         writer: async_sessionmaker[AsyncSession],
         reader: async_sessionmaker[AsyncSession],
-        master_key: bytes,
+        master_key: bytes | MasterKeyring,
         owner: str | None = None,
     ) -> None:
         """`writer`/`reader`: the api's session makers (AppState.writer and .reader); reads

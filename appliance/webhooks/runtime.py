@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 from appliance.api.state import AppState
 from appliance.errors import ConfigError, ServiceUnavailable
 from appliance.readiness import expected_engines
+from appliance.security.keyring import MasterKeyring
 from appliance.security.master_key import load_master_key
 from appliance.webhooks.alerts import Alerter
 from appliance.webhooks.crypto import SecretBox
@@ -40,12 +41,15 @@ class WebhooksRuntime:
     def start(cls, state: AppState) -> WebhooksRuntime:
         settings = state.settings
         try:
-            master_key = load_master_key(settings.master_key_path)
+            # Checked now so that a missing or unreadable key disables webhooks up front.
+            load_master_key(settings.master_key_path)
         except ConfigError as exc:
             log.warning("webhooks disabled: %s", exc.message)
             return cls(None, None, None, exc.message)
+        # Read from disk as it changes: `wapp keys rotate-master` runs online.
+        ring = MasterKeyring(settings.master_key_path)
         dispatcher = Dispatcher(
-            settings.webhooks, writer=state.writer, reader=state.reader, master_key=master_key
+            settings.webhooks, writer=state.writer, reader=state.reader, master_key=ring
         )
         dispatcher.start()
         alerter = Alerter(settings.webhooks, state.reader, state.redis)
@@ -58,7 +62,7 @@ class WebhooksRuntime:
             poll_s=settings.engine.heartbeat_interval_s,
         )
         engine_restarts.start()
-        return cls(SecretBox(master_key), dispatcher, alerter, None, engine_restarts)
+        return cls(SecretBox(ring), dispatcher, alerter, None, engine_restarts)
 
     async def stop(self) -> None:
         if self.engine_restarts is not None:

@@ -79,3 +79,54 @@ export function open(key: SealKey, sealed: Buffer, aad: string): Buffer {
 export function newDataKey(): Buffer {
 	return randomBytes(KEY_BYTES)
 }
+
+interface Loaded {
+	stamp: string
+	key: Buffer
+}
+
+/**
+ * The master key file and its rotation companions (`appliance/security/keyring.py` has the
+ * same rules): `{file}.next` is the new key before `wapp keys rotate-master` swaps it in,
+ * `{file}.old` the previous one until its last pass ends. Wrapping uses the newest; a
+ * stored wrapping may be under any of them. Files are stat'ed on every use (a data key is
+ * unwrapped once per session open) and re-read when they change, so a rotation needs no
+ * engine restart.
+ */
+export class MasterKeyring {
+	private readonly loaded = new Map<string, Loaded>()
+
+	/** Loads the master key at once: a missing or bad file fails the start, as before. */
+	constructor(readonly file: string) {
+		this.load(file, true)
+	}
+
+	private load(file: string, required: boolean): Buffer | undefined {
+		let stamp: string
+		try {
+			const st = statSync(file)
+			stamp = `${st.ino}:${st.mtimeMs}:${st.size}`
+		} catch (err) {
+			if (!required && (err as NodeJS.ErrnoException).code === 'ENOENT') {
+				this.loaded.delete(file)
+				return undefined
+			}
+			return loadMasterKey(file) // throws the usual MasterKeyError
+		}
+		const cached = this.loaded.get(file)
+		if (cached?.stamp === stamp) return cached.key
+		const key = loadMasterKey(file)
+		this.loaded.set(file, { stamp, key })
+		return key
+	}
+
+	wrappingKey(): Buffer {
+		return this.load(`${this.file}.next`, false) ?? (this.load(this.file, true) as Buffer)
+	}
+
+	unwrappingKeys(): Buffer[] {
+		return [this.load(`${this.file}.next`, false), this.load(this.file, false), this.load(`${this.file}.old`, false)].filter(
+			(key): key is Buffer => key !== undefined,
+		)
+	}
+}

@@ -22,7 +22,7 @@ import { hash, type KeyObject } from 'node:crypto'
 import { BufferJSON, initAuthCreds, proto, type AuthenticationCreds, type AuthenticationState, type SignalDataSet, type SignalDataTypeMap } from '@whiskeysockets/baileys'
 import type { Redis } from 'ioredis'
 import type { Logger } from '../log.js'
-import { newDataKey, open, seal, secretKey } from './crypto.js'
+import { MasterKeyring, newDataKey, open, seal, secretKey } from './crypto.js'
 import type { BudgetLru } from './lru.js'
 
 type KeyType = keyof SignalDataTypeMap
@@ -47,7 +47,8 @@ export interface AuthStoreOptions {
 	redis: Redis
 	/** `wapp:auth:{session}` */
 	key: string
-	masterKey: Buffer
+	/** A ring follows `wapp keys rotate-master` online (crypto.ts). */
+	masterKey: Buffer | MasterKeyring
 	/** The process-wide decrypted-key cache; entries are prefixed per session. */
 	cache: BudgetLru
 	log: Logger
@@ -82,17 +83,26 @@ export class RedisAuthStore {
 	/** Load (or create) the data key and creds of a session. */
 	static async open(o: AuthStoreOptions): Promise<RedisAuthStore> {
 		const dekAad = `${o.key}:dek`
+		const ring = o.masterKey instanceof MasterKeyring ? o.masterKey : undefined
 		let wrapped = await o.redis.hgetBuffer(o.key, 'dek')
 		if (wrapped === null) {
+			const wrapWith = ring ? ring.wrappingKey() : (o.masterKey as Buffer)
 			// HSETNX: two starts racing for one session must end up with one data key.
-			await o.redis.hsetnx(o.key, 'dek', seal(o.masterKey, newDataKey(), dekAad))
+			await o.redis.hsetnx(o.key, 'dek', seal(wrapWith, newDataKey(), dekAad))
 			wrapped = await o.redis.hgetBuffer(o.key, 'dek')
 			if (wrapped === null) throw new Error(`${o.key}: data key vanished while it was created`)
 		}
-		let dataKey: KeyObject
-		try {
-			dataKey = secretKey(open(o.masterKey, wrapped, dekAad))
-		} catch {
+		let dataKey: KeyObject | undefined
+		// During a rotation the data key is under the old or the new master key.
+		for (const master of ring ? ring.unwrappingKeys() : [o.masterKey as Buffer]) {
+			try {
+				dataKey = secretKey(open(master, wrapped, dekAad))
+				break
+			} catch {
+				continue
+			}
+		}
+		if (dataKey === undefined) {
 			// The one way this happens without tampering: another master key file than the
 			// one the state was written with.
 			throw new Error(`${o.key}: the stored data key does not unwrap with this master key (a different master key file?)`)

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { EventEmitter } from 'node:events'
 import { BudgetLru } from '../auth/lru.js'
-import { loadMasterKey } from '../auth/crypto.js'
+import { MasterKeyring } from '../auth/crypto.js'
 import { RedisAuthStore } from '../auth/redis-auth.js'
 import { CommandRejection } from '../dispatcher.js'
 import type { EventPublisher } from '../events.js'
@@ -40,7 +40,7 @@ export class SessionManager implements SessionRegistry {
 	private readonly emitter = new EventEmitter()
 	private readonly hooks = new Set<SocketHook>()
 	private readonly contributors = new Set<SocketConfigContributor>()
-	private readonly masterKey: Buffer
+	private readonly masterKey: MasterKeyring
 	private readonly lru: BudgetLru
 	private readonly handshakeSlots: Semaphore
 	private readonly publisher: StatePublisher
@@ -50,7 +50,7 @@ export class SessionManager implements SessionRegistry {
 
 	/** Throws MasterKeyError when the master key file is unusable (a configuration error). */
 	constructor(private readonly o: ManagerOptions) {
-		this.masterKey = loadMasterKey(o.config.master_key_file)
+		this.masterKey = new MasterKeyring(o.config.master_key_file)
 		this.lru = new BudgetLru(o.config.sessions.cache_budget_mb * MB)
 		this.handshakeSlots = new Semaphore(o.config.sessions.max_concurrent_handshakes)
 		this.log = o.log.child({ component: 'sessions' })
