@@ -45,6 +45,14 @@ def test_notify_reaches_an_abstract_socket_and_is_a_no_op_without_one() -> None:
     assert not notify("READY=1", None)
 
 
+def test_a_notify_socket_nobody_listens_on_is_not_an_error(tmp_path: Path) -> None:
+    # The listener went away (a manager restarted, a test's listener quit): the stack stays.
+    path = tmp_path / "gone.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+    assert not notify("STOPPING=1", str(path))
+
+
 def _receive(sock: socket.socket, timeout_s: float) -> list[bytes]:
     sock.settimeout(timeout_s)
     try:

@@ -17,10 +17,14 @@ def notify_address() -> str | None:
 
 
 def notify(message: str, address: str | None) -> bool:
-    """Send e.g. "READY=1"; False when there is no socket to send to (not under systemd)."""
+    """Send e.g. "READY=1"; False when there is no socket to send to (not under systemd)
+    or it refused: a lost notification must never take the stack down with it."""
     if address is None:
         return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        sock.connect(address)
-        sock.sendall(message.encode())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError:
+        return False
     return True

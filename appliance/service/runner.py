@@ -107,21 +107,27 @@ def _supervise(
         pump.start()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        if signum != signal.SIGHUP:
-            notify("STOPPING=1", address)
         if proc.poll() is None:
             proc.send_signal(signum)
+        if signum != signal.SIGHUP:
+            notify("STOPPING=1", address)
 
     for signum in FORWARDED:
         signal.signal(signum, forward)
     url = ready_url(settings)
-    notify(f"STATUS=starting; waiting for {url}", address)
-    while proc.poll() is None:
-        if _is_ready(url):
-            notify(f"READY=1\nSTATUS=ready; supervisord pid {proc.pid}", address)
-            break
-        time.sleep(0.5)
-    returncode = proc.wait()
+    try:
+        notify(f"STATUS=starting; waiting for {url}", address)
+        while proc.poll() is None:
+            if _is_ready(url):
+                notify(f"READY=1\nSTATUS=ready; supervisord pid {proc.pid}", address)
+                break
+            time.sleep(0.5)
+        returncode = proc.wait()
+    finally:
+        # Whatever ends this process, supervisord (and the stack) must not outlive it.
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
     if pump is not None:
         pump.wait(5.0)
     return _exit_status(returncode)
