@@ -3,17 +3,15 @@
 The engine sends from the blob (`blob_path`), never from a URL a client gave: the api
 is the one place that fetches client URLs, so the size, type and address rules hold.
 A URL whose host resolves to a loopback, private, link-local, reserved or metadata
-address is refused unless `[media] allow_private` is on, and the request then goes to
-the address that was checked (no second DNS lookup to rebind), redirects included.
+address (appliance/ssrf.py, the guard webhooks use too) is refused unless `[media]
+allow_private` is on, and the request then goes to the address that was checked (no
+second DNS lookup to rebind), redirects included.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import ipaddress
 import os
-import socket
 import ssl
 import time
 import uuid
@@ -25,6 +23,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from appliance import ssrf
 from appliance.errors import ValidationFailed, WappError
 from appliance.settings import Settings
 
@@ -93,32 +92,20 @@ def _too_large(settings: Settings, size: int | None = None) -> MediaTooLarge:
     )
 
 
-def address_refused(address: str) -> bool:
-    """Addresses a client URL may not reach: anything that is not the public internet."""
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        # Carrier-grade NAT (100.64.0.0/10) is not "private" to ipaddress, but internal.
-        or (isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10"))
-    )
-
-
-async def resolve(host: str, port: int) -> list[str]:
-    loop = asyncio.get_running_loop()
+async def _addresses(host: str, port: int, settings: Settings) -> list[str]:
+    """The host's addresses, all public unless `[media] allow_private` (appliance/ssrf.py)."""
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise MediaFetchFailed(
-            f"cannot resolve {host}: {exc.strerror}", details={"host": host}
+        if settings.media.allow_private:
+            return await ssrf.resolve(host, port)
+        return await ssrf.public_addresses(host, port)
+    except OSError as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise MediaFetchFailed(f"cannot resolve {host}: {reason}", details={"host": host}) from exc
+    except ssrf.NotPublic as exc:
+        raise MediaUrlRefused(
+            f"{host} resolves to a non-public address ([media] allow_private is off)",
+            details={"host": host, "addresses": exc.blocked},
         ) from exc
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 async def _pinned_target(url: str, settings: Settings) -> tuple[str, str]:
@@ -131,15 +118,7 @@ async def _pinned_target(url: str, settings: Settings) -> tuple[str, str]:
         )
     host = parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    addresses = await resolve(host, port)
-    if not settings.media.allow_private:
-        refused = [a for a in addresses if address_refused(a)]
-        if refused:
-            raise MediaUrlRefused(
-                f"{host} resolves to a non-public address ([media] allow_private is off)",
-                details={"host": host, "addresses": refused},
-            )
-    address = addresses[0]
+    address = (await _addresses(host, port, settings))[0]
     literal = f"[{address}]" if ":" in address else address
     netloc = f"{literal}:{parts.port}" if parts.port else literal
     return parts._replace(netloc=netloc).geturl(), host

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import httpcore
 
+from appliance.ssrf import NotPublic, public_addresses
 from appliance.webhooks import ssrf
 
 # Every error a send can end with; the dispatcher records it and retries.
@@ -119,7 +120,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
 class AsyncioBackend(httpcore.AsyncNetworkBackend):
     """Connections for the dispatcher. Unless private targets are allowed, the host is
-    resolved here, every address it has is checked (`ssrf.is_blocked`), and the
+    resolved here, every address it has is checked (`appliance.ssrf.is_blocked`), and the
     connection goes to a checked address: no second lookup, so a DNS answer that
     changes after the check (rebinding) cannot reach a private address. TLS still
     verifies the certificate against the host name (httpcore passes it to start_tls)."""
@@ -164,16 +165,11 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
 async def _checked(host: str, port: int) -> list[str]:
     """The host's addresses, or ssrf.BlockedAddress when any of them is not public."""
     try:
-        addresses = await ssrf.resolve(host, port)
+        return await public_addresses(host, port)
     except OSError as exc:
         raise httpcore.ConnectError(f"webhook host {host} does not resolve: {exc}") from exc
-    blocked = [a for a in addresses if ssrf.is_blocked(a)]
-    if blocked or not addresses:
-        raise ssrf.BlockedAddress(
-            f"webhook host {host} resolves to a private or local address",
-            details={"addresses": blocked},
-        )
-    return addresses
+    except NotPublic as exc:
+        raise ssrf.refused(exc) from exc
 
 
 async def _open_first(
