@@ -1,15 +1,13 @@
+import { LRUCache } from 'lru-cache'
+
 /**
  * One least-recently-used map with a byte budget, shared by every socket of the process
  * (design.md, Memory): memory grows with traffic, not with the number of sessions.
- * Entries may carry a TTL, checked lazily on read: no timer per entry (Baileys' own
- * per-entry LRU timers were the largest retained item per socket in the benchmark).
+ * `lru-cache` (already Baileys' own dependency) with `maxSize` as the budget and each
+ * entry's size given at `set`. Entries may carry a TTL, checked lazily on read: no timer
+ * per entry (Baileys' own per-entry LRU timers were the largest retained item per socket
+ * in the benchmark), and none for the clock either (`ttlResolution: 0`).
  */
-interface Entry {
-	value: unknown
-	size: number
-	expiresAt: number
-}
-
 /** Rough bytes an entry holds; exactness does not matter, proportionality does. */
 export function roughSize(value: unknown): number {
 	if (value === null || value === undefined) return 8
@@ -28,30 +26,25 @@ export function roughSize(value: unknown): number {
 const ENTRY_OVERHEAD = 96
 
 export class BudgetLru {
-	private readonly map = new Map<string, Entry>()
-	private total = 0
+	// lru-cache takes no null or undefined values; a miss is undefined either way.
+	private readonly cache: LRUCache<string, NonNullable<unknown>>
 
-	constructor(readonly budgetBytes: number) {}
+	constructor(readonly budgetBytes: number) {
+		// An entry bigger than the whole budget is not stored (maxEntrySize = maxSize):
+		// it would evict everything and then itself.
+		this.cache = new LRUCache({ maxSize: budgetBytes, ttlResolution: 0 })
+	}
 
 	get bytes(): number {
-		return this.total
+		return this.cache.calculatedSize
 	}
 
 	get size(): number {
-		return this.map.size
+		return this.cache.size
 	}
 
 	get(key: string): unknown {
-		const entry = this.map.get(key)
-		if (entry === undefined) return undefined
-		if (entry.expiresAt !== 0 && entry.expiresAt <= Date.now()) {
-			this.delete(key)
-			return undefined
-		}
-		// Re-insert: Map iteration order is insertion order, so the oldest is first.
-		this.map.delete(key)
-		this.map.set(key, entry)
-		return entry.value
+		return this.cache.get(key)
 	}
 
 	has(key: string): boolean {
@@ -59,32 +52,22 @@ export class BudgetLru {
 	}
 
 	set(key: string, value: unknown, ttlMs = 0, size = roughSize(value)): void {
-		this.delete(key)
-		const entry = { value, size: size + ENTRY_OVERHEAD + 2 * key.length, expiresAt: ttlMs > 0 ? Date.now() + ttlMs : 0 }
-		// An entry bigger than the whole budget would evict everything and then itself.
-		if (entry.size > this.budgetBytes) return
-		this.map.set(key, entry)
-		this.total += entry.size
-		for (const [oldest, e] of this.map) {
-			if (this.total <= this.budgetBytes) break
-			this.map.delete(oldest)
-			this.total -= e.size
+		if (value === undefined || value === null) {
+			this.cache.delete(key)
+			return
 		}
+		this.cache.set(key, value, { ttl: ttlMs > 0 ? ttlMs : undefined, size: Math.ceil(size) + ENTRY_OVERHEAD + 2 * key.length })
 	}
 
 	delete(key: string): boolean {
-		const entry = this.map.get(key)
-		if (entry === undefined) return false
-		this.map.delete(key)
-		this.total -= entry.size
-		return true
+		return this.cache.delete(key)
 	}
 
 	/** Forget every key starting with `prefix` (a session going away); O(entries). */
 	deletePrefix(prefix: string): number {
 		let n = 0
-		for (const key of [...this.map.keys()]) {
-			if (key.startsWith(prefix) && this.delete(key)) n++
+		for (const key of [...this.cache.keys()]) {
+			if (key.startsWith(prefix) && this.cache.delete(key)) n++
 		}
 		return n
 	}

@@ -63,6 +63,11 @@ describe('session manager parts', () => {
 		lru.set('sess:b\0x', 3)
 		assert.equal(lru.deletePrefix('sess:a\0'), 2)
 		assert.equal(lru.get('sess:b\0x'), 3)
+		const before = lru.bytes
+		lru.set('sess:b\0x', Buffer.alloc(20_000)) // over the whole budget: not kept, nothing evicted for it
+		assert.equal(lru.get('sess:b\0x'), undefined)
+		assert.ok(lru.get('k99') !== undefined)
+		assert.ok(lru.bytes < before)
 	})
 
 	it('lets at most K handshakes run at once, in order', async () => {
