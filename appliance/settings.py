@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,12 +22,19 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from appliance.errors import ConfigError
 
 SYSTEM_CONFIG = Path("/etc/wapp/config.toml")
 LOCAL_CONFIG = Path("config.toml")
+# The TOML file `load_settings` chose, for the source it adds (`Settings()` alone reads none).
+_toml_file: ContextVar[Path | None] = ContextVar("wapp_toml_file", default=None)
 
 
 class Section(BaseModel):
@@ -311,8 +319,9 @@ class WatchdogSettings(Section):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file arrives as init kwargs; env vars must override it.
-        return (env_settings, init_settings)
+        # Env vars override the TOML file; keyword arguments (tests) sit between.
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file.get())
+        return (env_settings, init_settings, toml)
 
     # Derived paths: one place decides where things live in the data dir.
     @property
@@ -382,24 +391,28 @@ def _describe(errors: list[Any]) -> tuple[str, str]:
 def load_settings(path: Path | None = None, *, search: bool = True) -> Settings:
     """Read and validate the configuration; any problem is a ConfigError naming field and file."""
     config_path = resolve_config_path(path) if search else path
-    data: dict[str, Any] = {}
-    if config_path is not None:
-        try:
-            with config_path.open("rb") as fh:
-                data = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(
-                f"{config_path}: not valid TOML: {exc}", details={"file": str(config_path)}
-            ) from exc
-        except OSError as exc:
-            raise ConfigError(
-                f"{config_path}: cannot read: {exc.strerror}", details={"file": str(config_path)}
-            ) from exc
+    # Read by pydantic-settings' own TOML source (`settings_customise_sources`), which
+    # skips a file that is not there: a config named but absent must not pass unnoticed.
+    if config_path is not None and not config_path.is_file():
+        raise ConfigError(
+            f"{config_path}: cannot read: no such file", details={"file": str(config_path)}
+        )
     source = str(config_path) if config_path else "environment"
+    chosen = _toml_file.set(config_path)
     try:
-        return Settings(**data)
+        return Settings()
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{config_path}: not valid TOML: {exc}", details={"file": source}
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"{config_path}: cannot read: {exc.strerror}", details={"file": source}
+        ) from exc
     except ValidationError as exc:
         field, msg = _describe(exc.errors())
         raise ConfigError(
             f"{source}: {field}: {msg}", details={"file": source, "field": field}
         ) from exc
+    finally:
+        _toml_file.reset(chosen)

@@ -155,3 +155,20 @@ def test_an_error_message_with_markup_characters_is_printed_verbatim(tmp_path: P
     )
     assert result.returncode == 3
     assert "Traceback" not in result.stderr
+
+
+def test_every_section_of_the_file_is_read_and_settings_alone_read_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[api]\nport = 9001\n[pacing]\nmin_interval_s = 1.0\nmax_interval_s = 2.0\n")
+    settings = load_settings(cfg)
+    assert (settings.api.port, settings.pacing.max_interval_s) == (9001, 2.0)
+    monkeypatch.chdir(tmp_path)  # a ./config.toml is there, but only load_settings looks
+    assert Settings().api.port == Settings.model_fields["api"].default.port
+
+
+def test_a_named_config_that_is_gone_is_a_config_error_without_the_search(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read") as info:
+        load_settings(tmp_path / "gone.toml", search=False)
+    assert info.value.details["file"] == str(tmp_path / "gone.toml")
