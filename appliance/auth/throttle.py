@@ -21,13 +21,13 @@ from typing import Final
 
 import redis.asyncio as aioredis
 
+from appliance import redis_keys
 from appliance.errors import RateLimited
 
 # The address-wide limit is this many times the per-key limit.
 ADDRESS_FACTOR: Final = 10
 # What a presented key id may look like in a Redis key: anything else counts as "-".
 _KEY_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-_PREFIX: Final = "wapp:authfail:"
 
 
 def key_id_of(presented: str | None) -> str:
@@ -39,7 +39,10 @@ def key_id_of(presented: str | None) -> str:
 
 
 def _keys(address: str, key_id: str) -> tuple[str, str]:
-    return f"{_PREFIX}{address}|{key_id}", f"{_PREFIX}{address}"
+    return (
+        redis_keys.auth_failures_key(address, key_id),
+        redis_keys.address_auth_failures_key(address),
+    )
 
 
 async def record_failure(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 
+from appliance import redis_keys
 from appliance.backup import archive, database, passphrase, redis_state
 from appliance.backup.redis_access import redis_for
 from appliance.db.migrate import current
@@ -94,5 +95,5 @@ def create_backup(
         os.replace(partial, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    auth = sum(1 for r in records if r.key.startswith(b"wapp:auth:"))
+    auth = sum(1 for r in records if r.key.startswith(redis_keys.auth_key("").encode()))
     return BackupResult(target, target.stat().st_size, len(records), auth)

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from appliance import redis_keys
 from appliance.backup.errors import BackupCorrupt
 from appliance.redis_keys import PREFIX
 
-VOLATILE = ("wapp:engine:*:heartbeat", "wapp:reply:*")
+VOLATILE = (redis_keys.pattern("engine_heartbeat_key"), redis_keys.pattern("reply_key"))
 _HEAD = struct.Struct(">I")
 _TTL = struct.Struct(">q")
 
@@ -89,7 +90,7 @@ def _iter(data: bytes) -> Iterator[Record]:
 
 
 async def auth_keys_present(redis: Redis) -> bool:
-    async for _ in redis.scan_iter(match="wapp:auth:*", count=1000):
+    async for _ in redis.scan_iter(match=redis_keys.pattern("auth_key"), count=1000):
         return True
     return False
 

@@ -11,9 +11,9 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from appliance import redis_keys
 from appliance.db.models import ApiKey, Session
 from appliance.redis_client import create_redis
-from appliance.services.messages import quota_key
 from appliance.settings import Settings
 
 
@@ -33,7 +33,7 @@ async def usage(db: async_sessionmaker[AsyncSession], settings: Settings, key: A
         )
     redis = create_redis(settings)
     try:
-        raw = await redis.get(quota_key(key.id, datetime.now(UTC)))
+        raw = await redis.get(redis_keys.quota_key(key.id, datetime.now(UTC)))
         today: int | None = int(raw) if raw else 0
     except (RedisError, OSError):
         today = None

@@ -21,6 +21,7 @@ import segno
 import typer
 from rich.console import Console
 
+from appliance import redis_keys
 from appliance.api.phones import phone_digits
 from appliance.cli.admin import Admin
 from appliance.db.models import Session
@@ -93,7 +94,7 @@ async def _prepare(admin: Admin, row: Session, phone: str | None) -> Session:
         if row.upstream == "sandbox":
             await sandbox.claim_number(admin.writer, admin.principal, phone)
         # An old code must not be shown as the new one.
-        await admin.redis.delete(sessions.pairing_code_key(row.name))
+        await admin.redis.delete(redis_keys.pairing_code_key(row.name))
         return await sessions.request_pairing_code(admin.writer, admin.redis, row, phone)
     if not row.active or row.state in _ENDED:
         return await sessions.act(

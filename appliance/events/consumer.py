@@ -46,6 +46,7 @@ from appliance.events.apply import apply_event
 from appliance.logs import trace_id_var
 from appliance.metrics import counters
 from appliance.redis_keys import API_CONSUMER_GROUP, EVENTS_STREAM
+from appliance.redis_keys import consumer_liveness_key as liveness_key
 from appliance.webhooks.alerts import Alert, Alerter, version_refused_alert
 from appliance.webhooks.outbox import enqueue_deliveries
 
@@ -60,10 +61,6 @@ LIVENESS_EVERY_S = 5.0
 
 def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def liveness_key(name: str) -> str:
-    return f"wapp:api:consumer:{name}"
 
 
 def process_gone(name: str) -> bool:

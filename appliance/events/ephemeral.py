@@ -10,16 +10,10 @@ from datetime import UTC, datetime
 import orjson
 import redis.asyncio as aioredis
 
+from appliance.redis_keys import pairing_code_key, qr_key
+
 # A QR without an expiry still must not live forever: WhatsApp rotates them in 20-60 s.
 DEFAULT_TTL_S = 60
-
-
-def qr_key(session: str) -> str:
-    return f"wapp:qr:{session}"
-
-
-def pairing_code_key(session: str) -> str:
-    return f"wapp:pairing-code:{session}"
 
 
 def _ttl_ms(expires_at: datetime | None, now: datetime) -> int:

@@ -23,24 +23,17 @@ from typing import Final
 
 import redis.asyncio as aioredis
 
+from appliance import redis_keys
 from appliance.contracts import SessionStateEvent, Upstream
 from appliance.periodic import every
 from appliance.services import commands
 
 log = logging.getLogger("appliance.metrics")
 
-RESTARTS_KEY: Final = "wapp:metrics:engine-restarts"
-RECONNECTS_KEY: Final = "wapp:metrics:reconnects"
+RESTARTS_KEY: Final = redis_keys.ENGINE_RESTARTS_KEY
+RECONNECTS_KEY: Final = redis_keys.RECONNECTS_KEY
 # How long an event id stays claimed: far longer than any redelivery of it.
 EVENT_CLAIM_TTL_S: Final = 7 * 86400
-
-
-def last_boot_key(upstream: Upstream) -> str:
-    return f"wapp:metrics:engine-boot:{upstream}"
-
-
-def reconnect_claim_key(event_id: str) -> str:
-    return f"wapp:metrics:reconnect-seen:{event_id}"
 
 
 # KEYS: last boot, restarts hash. ARGV: started_at (epoch seconds), pid, upstream.
@@ -78,7 +71,13 @@ async def see_boot(redis: aioredis.Redis, upstream: Upstream) -> int:
     if beat is None:
         return 0  # no engine now: its next boot is compared when it writes a heartbeat
     started = f"{beat.started_at.timestamp():.6f}"
-    keys_and_args = (last_boot_key(upstream), RESTARTS_KEY, started, str(beat.pid), upstream)
+    keys_and_args = (
+        redis_keys.engine_last_boot_key(upstream),
+        RESTARTS_KEY,
+        started,
+        str(beat.pid),
+        upstream,
+    )
     return int(await redis.eval(_SEE_BOOT, 2, *keys_and_args))  # type: ignore[misc]
 
 
@@ -89,7 +88,7 @@ async def count_reconnect(redis: aioredis.Redis, event: SessionStateEvent) -> No
     await redis.eval(  # type: ignore[misc]
         _COUNT_ONCE,
         2,
-        reconnect_claim_key(str(event.id)),
+        redis_keys.reconnect_seen_key(str(event.id)),
         RECONNECTS_KEY,
         event.session,
         str(EVENT_CLAIM_TTL_S),

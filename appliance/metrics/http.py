@@ -22,10 +22,12 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import Scope
 
+from appliance import redis_keys
+
 log = logging.getLogger("appliance.metrics")
 
-REQUESTS_KEY: Final = "wapp:metrics:http:requests"
-DURATIONS_KEY: Final = "wapp:metrics:http:durations"
+REQUESTS_KEY: Final = redis_keys.HTTP_REQUESTS_KEY
+DURATIONS_KEY: Final = redis_keys.HTTP_DURATIONS_KEY
 FLUSH_EVERY_S: Final = 2.0
 # Where a path served outside Starlette's router (the fast send path) names its route.
 ROUTE_KEY: Final = "wapp.route"

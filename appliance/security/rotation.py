@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.asyncio import Redis
 
+from appliance import redis_keys
 from appliance.db.engine import create_db_engine, create_sessionmaker
 from appliance.db.models import Webhook
 from appliance.errors import CommandFailed
@@ -39,7 +40,7 @@ from appliance.webhooks.crypto import open_sealed, seal
 
 IV_BYTES = 12
 TAG_BYTES = 16
-AUTH_PATTERN = "wapp:auth:*"
+AUTH_PATTERN = redis_keys.pattern("auth_key")
 DEK_FIELD = "dek"
 
 # Replace the wrapped data key only if it is still the one we read.

@@ -56,7 +56,7 @@ MIN_AGE_S: Final = 15.0
 INTERVAL_S: Final = 60.0
 # While Redis is down, how often the sweep tries again (it runs as soon as Redis is back).
 RETRY_S: Final = 2.0
-LOCK_KEY: Final = "wapp:requeue:lock"
+LOCK_KEY: Final = redis_keys.REQUEUE_LOCK_KEY
 _LOCK_MS: Final = 120_000
 # A command is XADDed after its row commits, by this api's clock and Redis' on the same
 # box: a stream scan starts this long before the oldest row, for clock steps.

@@ -23,20 +23,11 @@ from appliance.api.auth import Principal
 from appliance.contracts import EngineHeartbeat, PacingOverrides, SessionStartPayload, Upstream
 from appliance.db.models import Session
 from appliance.errors import Conflict, NotFound, ValidationFailed
+from appliance.redis_keys import pairing_code_key, qr_key
 from appliance.services import commands, session_cache, session_names
 from appliance.settings import Settings
 
 _MB = 1024 * 1024
-
-
-# Written by the event consumer from `session.state` events (JSON `{"qr"|"code",
-# "expires_at"}`, with a TTL until the expiry); read here.
-def qr_key(session: str) -> str:
-    return f"wapp:qr:{session}"
-
-
-def pairing_code_key(session: str) -> str:
-    return f"wapp:pairing-code:{session}"
 
 
 class SessionExists(Conflict):

@@ -16,13 +16,14 @@ import orjson
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
+from appliance import redis_keys
 from appliance.contracts import Upstream
 
-EVENTS_STREAM: Final = "wapp:watchdog:events"
+EVENTS_STREAM: Final = redis_keys.WATCHDOG_EVENTS_STREAM
 # Kept approximately: enough for weeks of actions, never a memory concern.
 EVENTS_MAXLEN: Final = 1000
 # The newest sample of every program, for `wapp watchdog status`; expires with the watchdog.
-SAMPLE_KEY: Final = "wapp:watchdog:sample"
+SAMPLE_KEY: Final = redis_keys.WATCHDOG_SAMPLE_KEY
 
 EventType = Literal["engine.recycled", "api.recycled", "recycle.blocked", "redis.memory_high"]
 PROGRAM_UPSTREAM: Final[dict[str, Upstream]] = {"engine": "whatsapp", "engine-sandbox": "sandbox"}

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from appliance import redis_keys
 from appliance.contracts import WaVersionRefusedEvent
 from appliance.db.models import Session
 from appliance.db.types import utcnow
@@ -115,7 +116,9 @@ class RateLimiter:
         if self.interval_s <= 0:
             return True
         ms = max(1, int(self.interval_s * 1000))
-        return bool(await self.redis.set(f"wapp:alerts:{subject}", "1", nx=True, px=ms))
+        return bool(
+            await self.redis.set(redis_keys.alert_interval_key(subject), "1", nx=True, px=ms)
+        )
 
 
 class Alerter:

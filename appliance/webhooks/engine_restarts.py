@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
+from appliance import redis_keys
 from appliance.contracts import EngineHeartbeat, Upstream
 from appliance.periodic import every
 from appliance.services.commands import heartbeat
@@ -38,7 +39,7 @@ BOOT_CLAIM_TTL_S = 86400
 
 def boot_claim_key(beat: EngineHeartbeat) -> str:
     """Whoever sets this first (NX) alerts for this boot of the engine."""
-    return f"wapp:alert:engine-boot:{beat.upstream}:{beat.pid}:{beat.started_at.isoformat()}"
+    return redis_keys.engine_boot_alert_key(beat.upstream, beat.pid, beat.started_at.isoformat())
 
 
 def same_boot(a: EngineHeartbeat, b: EngineHeartbeat) -> bool:
