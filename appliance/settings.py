@@ -12,7 +12,7 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -40,12 +40,24 @@ _toml_file: ContextVar[Path | None] = ContextVar("wapp_toml_file", default=None)
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-def _read_secret_file(path: Path, field: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ValueError(f"cannot read {field}_file {path}: {exc.strerror}") from exc
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> Self:
+        """Every `<name>_file` beside a `<name>` field holds that secret (kept out of the
+        config file and the environment, e.g. a systemd credential): read it in here,
+        before any subclass' validator looks at `<name>`."""
+        for field in type(self).model_fields:
+            secret = field.removesuffix("_file")
+            path = getattr(self, field)
+            if secret == field or secret not in type(self).model_fields or path is None:
+                continue
+            if getattr(self, secret) is not None:
+                raise ValueError(f"set either {secret} or {field}, not both")
+            try:
+                value = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read {field} {path}: {exc.strerror}") from exc
+            object.__setattr__(self, secret, value)
+        return self
 
 
 class GeneralSettings(Section):
@@ -93,11 +105,7 @@ class DatabaseSettings(Section):
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
 
     @model_validator(mode="after")
-    def _secret_from_file(self) -> DatabaseSettings:
-        if self.url_file is not None:
-            if self.url is not None:
-                raise ValueError("set either url or url_file, not both")
-            object.__setattr__(self, "url", _read_secret_file(self.url_file, "url"))
+    def _url_scheme(self) -> DatabaseSettings:
         if self.url is not None and not self.url.startswith(
             ("sqlite+aiosqlite://", "postgresql+asyncpg://")
         ):
@@ -115,10 +123,6 @@ class RedisSettings(Section):
 
     @model_validator(mode="after")
     def _url_rules(self) -> RedisSettings:
-        if self.url_file is not None:
-            if self.url is not None:
-                raise ValueError("set either url or url_file, not both")
-            object.__setattr__(self, "url", _read_secret_file(self.url_file, "url"))
         if not self.managed and not self.url:
             raise ValueError("url (or url_file) is required when managed = false")
         return self
@@ -202,15 +206,6 @@ class WebhooksSettings(Section):
     smtp_starttls: bool = True
     # At most one alert per subject (session and state, or engine) in this many seconds.
     alert_min_interval_s: float = Field(default=300.0, ge=0)
-
-    @model_validator(mode="after")
-    def _smtp_password_from_file(self) -> WebhooksSettings:
-        if self.smtp_password_file is not None:
-            if self.smtp_password is not None:
-                raise ValueError("set either smtp_password or smtp_password_file, not both")
-            secret = _read_secret_file(self.smtp_password_file, "smtp_password")
-            object.__setattr__(self, "smtp_password", secret)
-        return self
 
 
 class SandboxSettings(Section):
