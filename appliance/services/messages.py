@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from appliance import ids
+from appliance import ids, redis_keys
 from appliance.api.auth import Principal
 from appliance.contracts import MessageRef, wa_message_id
 from appliance.db.models import ApiKey, Message, MessageStatusEvent, Session
@@ -90,10 +90,6 @@ Body = (
 # --- quota ---------------------------------------------------------------------------
 
 
-def quota_key(key_id: str, day: datetime) -> str:
-    return f"wapp:quota:messages:{key_id}:{day:%Y%m%d}"
-
-
 def _seconds_to_midnight(now: datetime) -> int:
     tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return max(1, int((tomorrow - now).total_seconds()) + 1)
@@ -105,7 +101,7 @@ async def take_quota(redis: aioredis.Redis, key: ApiKey) -> str | None:
     if limit is None:
         return None
     now = datetime.now(UTC)
-    counter = quota_key(key.id, now)
+    counter = redis_keys.quota_key(key.id, now)
     used = int(await redis.incr(counter))
     if used == 1:
         await redis.expire(counter, _QUOTA_TTL_S)
