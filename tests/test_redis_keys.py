@@ -130,7 +130,10 @@ def test_no_module_but_redis_keys_spells_a_wapp_key() -> None:
 
 def test_the_grep_sees_f_strings_and_bytes(tmp_path: Path) -> None:
     """The check above would pass vacuously if it missed how keys are usually written."""
-    source = 'k = f"wapp:qr:{s}"\nb = b"wapp:auth:"\n"""wapp:doc"""\nh = "wapp: help text"\n'
+    source = (
+        '"""wapp:doc"""\nk = f"wapp:qr:{s}"\nb = b"wapp:auth:"\nh = "wapp: help text"\n'
+        'def f() -> None:\n    """wapp:doc"""\n'
+    )
     hits = [v for _, v in _string_literals(ast.parse(source)) if KEY_LITERAL.match(v)]
     assert sorted(hits) == [b"wapp:auth:", b"wapp:qr:"]
 
