@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
@@ -47,14 +47,17 @@ ReceivedKind = Literal[
     "reaction",
     "unsupported",
 ]
+# The digits of a phone number (country code first) or of a JID's user part: the one
+# definition, also behind the api's normaliser (appliance/api/phones.py).
+PHONE_DIGITS: Final = r"\d{5,20}"
 # A recipient: a phone number in international form (digits only) or a full JID.
 Recipient = Annotated[
-    str, Field(min_length=3, max_length=128, pattern=r"^(\d{5,20}|[^\s@]+@[a-z.]+)$")
+    str, Field(min_length=3, max_length=128, pattern=rf"^({PHONE_DIGITS}|[^\s@]+@[a-z.]+)$")
 ]
 SessionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 # A phone number as the engine takes it: digits only (the api normalises what clients
 # write, `appliance/api/phones.py`).
-PhoneDigits = Annotated[str, Field(pattern=r"^\d{5,20}$")]
+PhoneDigits = Annotated[str, Field(pattern=rf"^{PHONE_DIGITS}$")]
 
 # Every integer has both bounds, so no value overflows a 64-bit column on the api side
 # or loses precision as a JavaScript number in the engine (2^53 - 1 is its largest safe

@@ -17,16 +17,18 @@ from typing import Annotated, Final
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
+from appliance.contracts import PHONE_DIGITS
+
 # A number a person writes has at least 7 digits with its country code (the shortest
 # E.164 numbers, e.g. +290 XXXX), so `+49 151` is refused as incomplete; at most 20, the
 # contract's limit. A JID's user part is the contract's 5 to 20 digits.
 _PHONE_DIGITS: Final = re.compile(r"^\d{7,20}$")
-_DIGITS: Final = re.compile(r"^\d{5,20}$")
+_DIGITS: Final = re.compile(rf"^{PHONE_DIGITS}$")
 # What people put between digits; a leading `+` is the international prefix.
 _SEPARATORS: Final = re.compile(r"[\s().\-]+")
 # user[:device]@server; WAHA-style clients write `c.us` for WhatsApp's `s.whatsapp.net`.
 _JID: Final = re.compile(r"^(?P<user>[^\s@:]+)(?::\d{1,4})?@(?P<server>[a-z.]+)$")
-_GROUP_USER: Final = re.compile(r"^\d{5,20}(-\d{5,20})?$")
+_GROUP_USER: Final = re.compile(rf"^{PHONE_DIGITS}(-{PHONE_DIGITS})?$")
 USER_SERVER: Final = "s.whatsapp.net"
 # Status broadcasts and channels, taken as given.
 _OTHER_SERVERS: Final = frozenset({"broadcast", "newsletter"})
