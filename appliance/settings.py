@@ -256,30 +256,6 @@ class MediaSettings(Section):
     cache_max_mb: int = Field(default=1024, ge=1)
 
 
-class SecuritySettings(Section):
-    # Unset: `master.key` in the data dir (0600).
-    master_key_file: Path | None = None
-
-
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="WAPP_",
-        env_nested_delimiter="__",
-        extra="forbid",
-        frozen=True,
-    )
-
-    general: GeneralSettings = GeneralSettings()
-    api: ApiSettings = ApiSettings()
-    database: DatabaseSettings = DatabaseSettings()
-    redis: RedisSettings = RedisSettings()
-    engine: EngineSettings = EngineSettings()
-    pacing: PacingSettings = PacingSettings()
-    webhooks: WebhooksSettings = WebhooksSettings()
-    sandbox: SandboxSettings = SandboxSettings()
-    sessions: SessionsSettings = SessionsSettings()
-    media: MediaSettings = MediaSettings()
-    security: SecuritySettings = SecuritySettings()
 class WatchdogSettings(Section):
     # The `watchdog` program: samples the stack and recycles a leaking engine or api.
     enabled: bool = True
@@ -304,6 +280,31 @@ class WatchdogSettings(Section):
     redis_memory_alert_ratio: float = Field(default=0.9, gt=0, le=1)
 
 
+class SecuritySettings(Section):
+    # Unset: `master.key` in the data dir (0600).
+    master_key_file: Path | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WAPP_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    general: GeneralSettings = GeneralSettings()
+    api: ApiSettings = ApiSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    engine: EngineSettings = EngineSettings()
+    pacing: PacingSettings = PacingSettings()
+    webhooks: WebhooksSettings = WebhooksSettings()
+    sandbox: SandboxSettings = SandboxSettings()
+    sessions: SessionsSettings = SessionsSettings()
+    media: MediaSettings = MediaSettings()
+    security: SecuritySettings = SecuritySettings()
+    watchdog: WatchdogSettings = WatchdogSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -329,7 +330,6 @@ class WatchdogSettings(Section):
             return self.database.url
         return f"sqlite+aiosqlite:///{self.data_dir / 'wapp.db'}"
 
-    watchdog: WatchdogSettings = WatchdogSettings()
     @property
     def redis_socket_path(self) -> Path:
         return self.data_dir / "redis" / "redis.sock"
