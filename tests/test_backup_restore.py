@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.fixtures.box import PASSPHRASE, Box, eventually, passphrase_file, populate
+from tests.fixtures.box import PASSPHRASE, Box, passphrase_file, populate
 from tests.fixtures.stack import StackDir, stack_directory, start_stack
+from tests.fixtures.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,9 @@ def source() -> Iterator[tuple[Box, Path]]:
     with stack_directory() as stack:
         box = populate(stack)
         backup = stack.root / "box.wappbak"
-        done = stack.wapp("backup", str(backup), "--passphrase-file", str(passphrase_file(stack.root)))
+        done = stack.wapp(
+            "backup", str(backup), "--passphrase-file", str(passphrase_file(stack.root))
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         assert "backup written" in done.stdout
         yield box, backup
@@ -56,7 +59,8 @@ def test_backup_file_is_private_and_lists_its_parts(source: tuple[Box, Path]) ->
         names = tar.getnames()
         manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
     assert {"master-key.json", "redis.bin", manifest["database"]["file"]} <= set(names)
-    assert manifest["migration"] and manifest["app_version"]
+    assert manifest["migration"]
+    assert manifest["app_version"]
     assert set(manifest["files"]) == set(names) - {"manifest.json"}
     # The master key is only there wrapped: its plaintext is nowhere in the file.
     key = (_box.stack.data_dir / "master.key").read_bytes().strip()
@@ -77,19 +81,23 @@ def test_restore_onto_a_new_box_brings_sessions_back_without_a_qr(
         start_stack(stack)
         box = Box(stack, key=old.key, sessions=old.sessions, messages=old.messages)
         for name in box.sessions:
-            eventually(f"{name} connected", lambda n=name: box.state(n) == "connected")
+            wait_for(f"{name} connected", lambda n=name: box.state(n) == "connected")
         for message_id in box.messages:
             assert box.status(message_id) in ("delivered", "read")
         states = _states_since(stack, restored_at)
         assert "connected" in states
-        assert "qr" not in states and "pairing_code" not in states
+        assert "qr" not in states
+        assert "pairing_code" not in states
 
         # The box is now in use: running, then stopped, a second restore is refused.
         code, out = _restore(stack, backup)
-        assert code == 1 and "running" in out
+        assert code == 1
+        assert "running" in out
         assert stack.wapp("down", timeout=150).returncode == 0
         code, out = _restore(stack, backup)
-        assert code == 1 and "in use" in out and "--force" in out
+        assert code == 1
+        assert "in use" in out
+        assert "--force" in out
         code, out = _restore(stack, backup, "--force")
         assert code == 0, out
 
@@ -126,7 +134,8 @@ def test_truncated_or_altered_file_is_refused(
     truncated = empty_box.root / "truncated.wappbak"
     truncated.write_bytes(data[: len(data) // 2])
     code, out = _restore(empty_box, truncated)
-    assert code == 1 and ("not a readable" in out or "incomplete" in out), out
+    assert code == 1, out
+    assert "not a readable" in out or "incomplete" in out, out
     # One byte flipped inside the Redis part: its checksum no longer matches.
     with tarfile.open(backup) as tar:
         member = tar.getmember("redis.bin")
@@ -135,11 +144,13 @@ def test_truncated_or_altered_file_is_refused(
     flipped = empty_box.root / "flipped.wappbak"
     flipped.write_bytes(bytes(altered))
     code, out = _restore(empty_box, flipped)
-    assert code == 1 and "redis.bin does not match its checksum" in out, out
+    assert code == 1, out
+    assert "redis.bin does not match its checksum" in out, out
     not_a_backup = empty_box.root / "notes.txt"
     not_a_backup.write_text("hello")
     code, out = _restore(empty_box, not_a_backup)
-    assert code == 1 and "not a readable wapp backup" in out, out
+    assert code == 1, out
+    assert "not a readable wapp backup" in out, out
     _untouched(empty_box, before)
 
 
@@ -160,7 +171,8 @@ def test_a_backup_from_a_newer_schema_is_refused(
             dst.addfile(member, io.BytesIO(body))
     code, out = _restore(empty_box, newer)
     assert code == 3, out
-    assert "9999_from_the_future" in out and "newer wapp" in out
+    assert "9999_from_the_future" in out
+    assert "newer wapp" in out
     _untouched(empty_box, before)
 
 
@@ -169,6 +181,8 @@ def test_backup_refuses_a_short_passphrase_and_an_existing_file(
 ) -> None:
     box, backup = source
     short = box.stack.wapp("backup", env={"WAPP_BACKUP_PASSPHRASE": "short"})
-    assert short.returncode == 2 and "at least 8" in short.stderr
+    assert short.returncode == 2
+    assert "at least 8" in short.stderr
     again = box.stack.wapp("backup", str(backup), env={"WAPP_BACKUP_PASSPHRASE": PASSPHRASE})
-    assert again.returncode == 2 and "exists" in again.stderr
+    assert again.returncode == 2
+    assert "exists" in again.stderr
