@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from appliance import redis_keys
 from appliance.contracts import CheckNumbersReply, NumberCheck, wa_message_id
 from appliance.db.models import Message, MessageStatusEvent
-from tests.api_helpers import (
+from tests.fixtures.api_helpers import (
     connected_session,
     control_commands,
     create_session,

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from appliance.contracts import DownloadMediaReply
 from appliance.settings import Settings
-from tests.api_helpers import (
+from tests.fixtures.api_helpers import (
     connected_session,
     control_commands,
     inbound_message,

@@ -21,7 +21,7 @@ from appliance.contracts import (
 )
 from appliance.redis_keys import EVENTS_STREAM
 from appliance.settings import Settings
-from tests.api_helpers import connected_session, put_heartbeat, session_commands
+from tests.fixtures.api_helpers import connected_session, put_heartbeat, session_commands
 from tests.fixtures.api import ApiClientFactory, auth
 from tests.fixtures.settings import MakeSettings
 

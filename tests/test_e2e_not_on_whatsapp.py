@@ -6,7 +6,7 @@ registered number (a simulated contact) from the same session is still delivered
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,21 +14,11 @@ import orjson
 import pytest
 
 from tests.fixtures.stack import StackDir
+from tests.fixtures.waiting import wait_for
 
 SESSION, PHONE = "nobody-shop", "15550401"
 CONTACT = "15559401"
 UNKNOWN = "15559499"
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture
@@ -80,9 +70,7 @@ def test_a_send_to_a_number_not_on_whatsapp_is_failed_with_not_on_whatsapp(
     created = api.post("/v1/sessions", json=body)
     assert created.status_code == 201, created.text
     wait_for(
-        "connected",
-        lambda: api.get(f"/v1/sessions/{SESSION}").json()["state"] == "connected",
-        90,
+        "connected", lambda: api.get(f"/v1/sessions/{SESSION}").json()["state"] == "connected", 90
     )
 
     nobody = send_text(api, UNKNOWN, "is anyone there?")

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,6 +16,7 @@ import orjson
 import pytest
 
 from tests.fixtures.stack import StackDir
+from tests.fixtures.waiting import wait_for
 
 CONTACT = "15559000"
 ALICE, BOB = "15550001", "15550002"
@@ -35,17 +35,6 @@ def _png(width: int = 4, height: int = 4) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
     )
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture

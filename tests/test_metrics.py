@@ -20,7 +20,7 @@ from appliance.events.consumer import EventConsumer
 from appliance.metrics import counters
 from appliance.metrics.http import RequestMetrics
 from appliance.redis_keys import EVENTS_STREAM
-from tests.api_helpers import connected_session, create_session, inbound_message
+from tests.fixtures.api_helpers import connected_session, create_session, inbound_message
 from tests.fixtures.api import auth
 from tests.fixtures.settings import MakeSettings
 

@@ -6,9 +6,7 @@ back through prometheus_client's text parser, whichever worker answers the scrap
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -16,23 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.post_receiver import PostReceiver, post_receiver  # noqa: F401
 from tests.fixtures.stack import StackDir, start_stack
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
 CONTACT, PHONE, SESSION = "15559000", "15550001", "m1"
 SENDS = "/v1/sessions/{session}/messages"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture
@@ -181,8 +169,7 @@ def test_metrics_after_real_traffic_with_two_workers(
     restarted = stack.wapp("restart", "engine-sandbox")
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     wait_for(
-        "the restart counted",
-        lambda: metric(stack, "wapp_recycles_total", upstream="sandbox") == 1,
+        "the restart counted", lambda: metric(stack, "wapp_recycles_total", upstream="sandbox") == 1
     )
     wait_for(
         "connected again", lambda: api.get(f"/v1/sessions/{SESSION}").json()["state"] == "connected"

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from appliance.contracts import PACED_COMMANDS, CheckNumbersReply
 from appliance.logs import trace_id_var
 from appliance.services import commands, replies
-from tests.api_helpers import commands_on
+from tests.fixtures.api_helpers import commands_on
 
 MESSAGE = {"message_id": str(uuid.UUID(int=1)), "wa_id": "3EB0AAAAAAAA", "to": "4915100000"}
 PAYLOADS = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, cast
 
 import httpx
@@ -25,19 +25,9 @@ from appliance.settings import load_settings
 from appliance.stack.layout import StackLayout
 from appliance.stack.rpc import connect
 from tests.fixtures.stack import StackDir, start_stack
+from tests.fixtures.waiting import wait_for
 
 REGISTRY = "wapp:engine:sandbox:sessions"
-
-
-def eventually(what: str, probe: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture
@@ -99,18 +89,18 @@ def shown(api: httpx.Client, name: str) -> dict[str, Any]:
 def test_sessions_stopped_mid_handshake_on_a_frozen_simulator_leave_no_slot_behind(
     stuck_bound_stack: StackDir, api: httpx.Client, store: redis.Redis
 ) -> None:
-    eventually("/readyz 200", lambda: api.get("/readyz").status_code == 200)
+    wait_for("/readyz 200", lambda: api.get("/readyz").status_code == 200)
     sim = program_pid(stuck_bound_stack, "sim")
     names = [f"frozen-{i}" for i in range(8)]
     os.kill(sim, signal.SIGSTOP)
     try:
         for i, name in enumerate(names):
             create(api, name, f"49172000000{i}")
-        eventually(
+        wait_for(
             "all 8 handshake slots held",
             lambda: (b := sandbox_beat(store)) and b.handshakes and b.handshakes.active == 8,
         )
-        stuck = eventually(
+        stuck = wait_for(
             "/readyz naming the stuck sandbox engine",
             lambda: (r := api.get("/readyz")).status_code == 503 and r.json(),
             timeout=30,
@@ -120,7 +110,7 @@ def test_sessions_stopped_mid_handshake_on_a_frozen_simulator_leave_no_slot_behi
         assert stuck["error"]["details"]["checks"]["engine.whatsapp"] == "ok"
         for name in names:
             assert api.post(f"/v1/sessions/{name}/stop").status_code == 202
-        eventually(
+        wait_for(
             "every slot given back",
             lambda: (
                 (b := sandbox_beat(store))
@@ -133,10 +123,8 @@ def test_sessions_stopped_mid_handshake_on_a_frozen_simulator_leave_no_slot_behi
     finally:
         os.kill(sim, signal.SIGCONT)
     create(api, "after-thaw", "491720000099")
-    eventually(
-        "the new session connected", lambda: shown(api, "after-thaw")["state"] == "connected"
-    )
-    eventually("/readyz 200 again", lambda: api.get("/readyz").status_code == 200)
+    wait_for("the new session connected", lambda: shown(api, "after-thaw")["state"] == "connected")
+    wait_for("/readyz 200 again", lambda: api.get("/readyz").status_code == 200)
     assert all(shown(api, name)["state"] == "stopped" for name in names)
 
 
@@ -144,12 +132,12 @@ def test_a_session_no_live_engine_holds_is_never_shown_connected(
     stuck_bound_stack: StackDir, api: httpx.Client, store: redis.Redis
 ) -> None:
     create(api, "alive", "491720000050")
-    eventually("connected", lambda: shown(api, "alive")["state"] == "connected")
+    wait_for("connected", lambda: shown(api, "alive")["state"] == "connected")
     engine = program_pid(stuck_bound_stack, "engine-sandbox")
 
     # Frozen: its heartbeat expires (TTL 1.5 s); the row still says connected.
     os.kill(engine, signal.SIGSTOP)
-    seen = eventually(
+    seen = wait_for(
         "not connected", lambda: (s := shown(api, "alive"))["state"] != "connected" and s
     )
     assert seen["state"] == "reconnecting"
@@ -158,14 +146,14 @@ def test_a_session_no_live_engine_holds_is_never_shown_connected(
 
     # kill -9: supervisor starts a new engine, which restores the session.
     os.kill(engine, signal.SIGKILL)
-    eventually("connected again", lambda: shown(api, "alive")["state"] == "connected", timeout=60)
+    wait_for("connected again", lambda: shown(api, "alive")["state"] == "connected", timeout=60)
     engine = program_pid(stuck_bound_stack, "engine-sandbox")
 
     # A live engine that does not hold the session (its registry entry lost, then killed
     # -9): the row says connected forever, the api must not.
     assert store.hdel(REGISTRY, "alive") == 1
     os.kill(engine, signal.SIGKILL)
-    seen = eventually(
+    seen = wait_for(
         "shown as not held by the new engine",
         lambda: (
             (s := shown(api, "alive"))["stateReason"] is not None

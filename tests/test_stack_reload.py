@@ -6,28 +6,17 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
 import orjson
 
 from tests.fixtures.stack import StackDir, free_port
+from tests.fixtures.waiting import wait_for
 
 T = TypeVar("T")
 # Programs that do not read the api's settings: a new api port must not restart them.
 UNTOUCHED = ("redis", "sim", "engine", "engine-sandbox")
-
-
-def _eventually(probe: Callable[[], T | None], *, within_s: float, what: str) -> T:
-    deadline = time.monotonic() + within_s
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        assert time.monotonic() < deadline, f"not within {within_s} s: {what}"
-        time.sleep(0.2)
 
 
 def _status(stack: StackDir, *, healthy: bool = True) -> dict[str, Any]:
@@ -77,7 +66,8 @@ def test_a_changed_config_is_reported_kept_out_until_reload_and_reload_restarts_
 
     # A crash-restart runs with the settings the stack was started with, not the edit.
     os.kill(before["api"], signal.SIGKILL)
-    _eventually(
+    wait_for(
+        "the api restarted on its old port",
         lambda: (
             (
                 _pids(stack, healthy=False)["api"] not in (None, before["api"])
@@ -85,8 +75,8 @@ def test_a_changed_config_is_reported_kept_out_until_reload_and_reload_restarts_
             )
             or None
         ),
-        within_s=30,
-        what="the api restarted on its old port",
+        timeout=30,
+        ok=lambda found: found is not None,
     )
     assert not _answers(new_port)
     restarted_api = _pids(stack)["api"]

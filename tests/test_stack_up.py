@@ -24,7 +24,8 @@ from appliance.stack.layout import StackLayout
 from appliance.stack.programs import program_names
 from appliance.stack.rpc import StackStatus, Supervisor, connect
 from tests.fixtures.stack import StackDir, start_stack
-from tests.test_webhooks_support import Receiver, receiver  # noqa: F401  (fixture)
+from tests.fixtures.waiting import wait_for
+from tests.fixtures.webhooks import Receiver, receiver  # noqa: F401  (fixture)
 
 T = TypeVar("T")
 
@@ -32,16 +33,6 @@ T = TypeVar("T")
 def _programs(stack: StackDir) -> list[str]:
     # Whatever the stack's settings run (a watchdog too, when it is on).
     return program_names(load_settings(stack.config))
-
-
-def _eventually(probe: Callable[[], T | None], *, within_s: float, what: str) -> T:
-    deadline = time.monotonic() + within_s
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        assert time.monotonic() < deadline, f"not within {within_s} s: {what}"
-        time.sleep(0.1)
 
 
 @contextmanager
@@ -98,24 +89,38 @@ def test_a_killed_engine_is_restarted_alerted_readyz_recovers_and_down_leaves_no
         before = supervisor.status()
         assert sorted(p.name for p in before.programs) == sorted(_programs(running_stack))
         assert all(p.state == "RUNNING" and p.rss_bytes for p in before.programs)
-        _eventually(lambda: readyz() == 200 or None, within_s=15, what="/readyz 200")
+        wait_for(
+            "/readyz 200",
+            lambda: readyz() == 200 or None,
+            timeout=15,
+            ok=lambda found: found is not None,
+        )
         engine_pid = _pid(before, "engine")
         assert heartbeat_pid() == engine_pid
         # The api's monitor polls every heartbeat interval (0.5 s): let it see this engine.
         time.sleep(1.5)
 
         os.kill(engine_pid, signal.SIGKILL)
-        new_engine = _eventually(
-            _engine_restarted(supervisor, engine_pid), within_s=20, what="engine restarted"
+        new_engine = wait_for(
+            "engine restarted",
+            _engine_restarted(supervisor, engine_pid),
+            timeout=20,
+            ok=lambda found: found is not None,
         )
         # Ready again, and on the strength of the new engine's heartbeat, not the dead one's.
-        _eventually(
+        wait_for(
+            "/readyz 200 with the new engine's heartbeat",
             lambda: (heartbeat_pid() == new_engine and readyz() == 200) or None,
-            within_s=20,
-            what="/readyz 200 with the new engine's heartbeat",
+            timeout=20,
+            ok=lambda found: found is not None,
         )
         assert supervisor.status().healthy
-        _eventually(lambda: receiver.received or None, within_s=20, what="an admin alert")
+        wait_for(
+            "an admin alert",
+            lambda: receiver.received or None,
+            timeout=20,
+            ok=lambda found: found is not None,
+        )
     [alert] = [r.json for r in receiver.received]
     assert alert["type"] == "alert.engine.recycled"
     assert alert["message"] == f"engine (whatsapp) restarted: pid {engine_pid} -> {new_engine}"
@@ -156,7 +161,9 @@ def test_up_in_the_foreground_becomes_supervisord_and_stops_everything_on_sigter
                 else None
             )
 
-        status = _eventually(all_running, within_s=30, what="every program RUNNING")
+        status = wait_for(
+            "every program RUNNING", all_running, timeout=30, ok=lambda found: found is not None
+        )
         # exec'd: systemd's or a terminal's signals reach supervisord itself.
         assert status.supervisord_pid == proc.pid
         proc.send_signal(signal.SIGTERM)

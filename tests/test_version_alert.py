@@ -46,6 +46,7 @@ from tests.fixtures.api import auth, running_api
 from tests.fixtures.post_receiver import PostReceiver, post_receiver  # noqa: F401
 from tests.fixtures.settings import MakeSettings
 from tests.fixtures.stack import StackDir, start_stack
+from tests.fixtures.waiting import wait_for
 
 Sessions = async_sessionmaker[AsyncSession]
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -319,17 +320,6 @@ async def test_without_an_alert_channel_nothing_is_sent_or_counted(
     assert await redis.keys("wapp:alerts:*") == []
 
 
-def _eventually(what: str, probe: Callable[[], Any], timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
 def test_on_the_real_stack_a_refused_login_alerts_the_admin(
     stack_dir: StackDir,
     post_receiver: PostReceiver,
@@ -359,8 +349,8 @@ def test_on_the_real_stack_a_refused_login_alerts_the_admin(
     ) as api:
         created = api.post("/v1/sessions", json={"name": "v-old", "upstream": "sandbox"})
         assert created.status_code == 201, created.text
-        alerts = _eventually("the alert", lambda: post_receiver.snapshot("/alerts"))
-        shown = _eventually(
+        alerts = wait_for("the alert", lambda: post_receiver.snapshot("/alerts"))
+        shown = wait_for(
             "the cause in the session's state reason",
             lambda: (
                 (body := api.get("/v1/sessions/v-old").json())["stateReason"]

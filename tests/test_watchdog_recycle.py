@@ -12,8 +12,7 @@ import functools
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -23,23 +22,13 @@ from appliance.stack.layout import StackLayout
 from appliance.stack.rpc import connect
 from tests.fixtures.post_receiver import PostReceiver, post_receiver  # noqa: F401
 from tests.fixtures.stack import StackDir, start_stack
+from tests.fixtures.waiting import wait_for
 
 LIMIT_MB = 450
 BALLAST_MB = 600
 SESSIONS = {f"wd-{i}": f"4917300000{i}" for i in range(3)}
 CONTACTS = [f"1555800{j:04d}" for j in range(3)]
 MESSAGES = 45
-
-
-def eventually(what: str, probe: Callable[[], Any], timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture
@@ -131,10 +120,7 @@ def test_a_recycle_under_traffic_loses_nothing_and_says_why(
         body = {"name": name, "upstream": "sandbox", "phone": phone, "pacing": {"enabled": False}}
         assert api.post("/v1/sessions", json=body).status_code == 201
     for name in SESSIONS:
-        eventually(
-            f"{name} connected",
-            functools.partial(connected, api, name),
-        )
+        wait_for(f"{name} connected", functools.partial(connected, api, name))
     old_pid = engine_pid(stack)
     assert old_pid is not None
 
@@ -152,12 +138,12 @@ def test_a_recycle_under_traffic_loses_nothing_and_says_why(
 
     sender = threading.Thread(target=traffic)
     sender.start()
-    eventually("a third of the traffic accepted", lambda: len(accepted) >= MESSAGES // 3)
+    wait_for("a third of the traffic accepted", lambda: len(accepted) >= MESSAGES // 3)
     qr_before = qr_posts(post_receiver)
     assert qr_before >= 1, "the first pairing showed no QR: the no-QR check below proves nothing"
     ballast = stack.wapp("watchdog", "ballast", "--mb", str(BALLAST_MB))
     assert ballast.returncode == 0, ballast.stderr
-    new_pid = eventually(
+    new_pid = wait_for(
         "the watchdog recycling the sandbox engine",
         lambda: (pid := engine_pid(stack)) not in (None, old_pid) and pid,
         timeout=60,
@@ -175,7 +161,7 @@ def test_a_recycle_under_traffic_loses_nothing_and_says_why(
             )
         return counts
 
-    counts = eventually(
+    counts = wait_for(
         "every message delivered",
         lambda: (c := received()) and len(c) == MESSAGES and c,
         timeout=180,
@@ -183,15 +169,9 @@ def test_a_recycle_under_traffic_loses_nothing_and_says_why(
     assert sorted(counts) == sorted(accepted)
     assert set(counts.values()) == {1}, "a message was delivered twice"
     for message_id in accepted.values():
-        eventually(
-            f"{message_id} delivered",
-            functools.partial(delivered, api, message_id),
-        )
+        wait_for(f"{message_id} delivered", functools.partial(delivered, api, message_id))
     for name in SESSIONS:
-        eventually(
-            f"{name} back",
-            functools.partial(connected, api, name),
-        )
+        wait_for(f"{name} back", functools.partial(connected, api, name))
     # Restored from stored auth: no QR came after the recycle.
     assert qr_posts(post_receiver) == qr_before
 
@@ -201,7 +181,7 @@ def test_a_recycle_under_traffic_loses_nothing_and_says_why(
     assert len(recycle) == 1
     assert '"reason":"memory"' in recycle[0]
     assert f'"old_pid":{old_pid}' in recycle[0]
-    alert = eventually(
+    alert = wait_for(
         "the engine.recycled alert",
         lambda: [
             p for p in post_receiver.snapshot("/alerts") if p["type"] == "alert.engine.recycled"

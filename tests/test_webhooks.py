@@ -14,10 +14,10 @@ from standardwebhooks import Webhook as StandardWebhook
 
 from appliance.settings import Settings
 from tests.fixtures.api import auth
-from tests.test_webhooks_support import (  # noqa: F401  (fixtures)
+from tests.fixtures.waiting import wait_for_async
+from tests.fixtures.webhooks import (  # noqa: F401  (fixtures)
     Receiver,
     add_session,
-    eventually,
     feed,
     key_id,
     receiver,
@@ -25,7 +25,6 @@ from tests.test_webhooks_support import (  # noqa: F401  (fixtures)
     settings_with_key,
     state_event,
     status_event,
-    wait_for,
     webhook_settings,
     wh_client,
 )
@@ -56,7 +55,7 @@ async def test_deliveries_are_signed_so_the_reference_library_verifies_them(
         == 1
     )
 
-    await wait_for(lambda: len(receiver.received) == 1)
+    await wait_for_async("len(receiver.received) == 1", lambda: len(receiver.received) == 1)
     got = receiver.received[0]
     payload = StandardWebhook(hook["secret"]).verify(got.body, got.headers)
     assert payload["type"] == "session.state"
@@ -82,7 +81,7 @@ async def test_during_a_rotation_both_secrets_sign(
     assert new["secret"] != hook["secret"]
     assert new["previousSecretExpiresAt"] is not None
     await feed(db_sessionmaker, [state_event("x")], owner_key_id=None, session_id=None)
-    await wait_for(lambda: len(receiver.received) == 1)
+    await wait_for_async("len(receiver.received) == 1", lambda: len(receiver.received) == 1)
     got = receiver.received[0]
     assert len(got.headers["webhook-signature"].split(" ")) == 2
     StandardWebhook(hook["secret"]).verify(got.body, got.headers)
@@ -98,7 +97,7 @@ async def test_a_receiver_that_fails_three_times_gets_the_event_once_with_one_we
     receiver.script = [(500, {}), (503, {}), (429, {"Retry-After": "0"}), (200, {})]
     hook = await _create(wh_client, admin_key, url=receiver.url)
     await feed(db_sessionmaker, [state_event("x")], owner_key_id=None, session_id=None)
-    await wait_for(lambda: len(receiver.received) == 1)
+    await wait_for_async("len(receiver.received) == 1", lambda: len(receiver.received) == 1)
     assert receiver.answered == [500, 503, 429, 200]
 
     async def delivery() -> dict[str, Any]:
@@ -106,7 +105,9 @@ async def test_a_receiver_that_fails_three_times_gets_the_event_once_with_one_we
         item: dict[str, Any] = r.json()["items"][0]
         return item
 
-    d = await eventually(delivery, lambda d: d["status"] == "delivered")
+    d = await wait_for_async(
+        'd["status"] == "delivered"', delivery, ok=lambda d: d["status"] == "delivered"
+    )
     assert d["eventId"] == receiver.received[0].headers["webhook-id"]
     assert [a["statusCode"] for a in d["attemptLog"]] == [500, 503, 429, 200]
     assert all(a["latencyMs"] is not None for a in d["attemptLog"])
@@ -123,7 +124,7 @@ async def test_events_of_one_session_arrive_in_order_even_across_retries(
     await _create(wh_client, admin_key, url=receiver.url)
     events = [status_event("s", i) for i in range(20)]
     await feed(db_sessionmaker, list(events), owner_key_id=None, session_id=None)
-    await wait_for(lambda: len(receiver.received) == 20)
+    await wait_for_async("len(receiver.received) == 20", lambda: len(receiver.received) == 20)
     assert [r.json["id"] for r in receiver.received] == [str(e.id) for e in events]
 
 
@@ -151,7 +152,9 @@ async def test_a_receiver_down_across_an_api_restart_still_gets_every_event(
     up = Receiver(port=port).start()
     try:
         async with running_api_for(webhook_settings):
-            await wait_for(lambda: len(up.received) == 10, 15)
+            await wait_for_async(
+                "len(up.received) == 10", lambda: len(up.received) == 10, timeout=15
+            )
         assert [r.json["id"] for r in up.received] == [str(e.id) for e in events]
     finally:
         up.stop()
@@ -202,7 +205,7 @@ async def test_a_dead_letter_is_replayed_with_the_same_webhook_id(
             f"/v1/webhooks/{hook['id']}/replay", params={"since": since}, headers=auth(admin_key)
         )
         assert replayed.json() == {"requeued": 1}
-        await wait_for(lambda: len(receiver.received) == 1)
+        await wait_for_async("len(receiver.received) == 1", lambda: len(receiver.received) == 1)
         assert receiver.received[0].headers["webhook-id"] == str(event.id)
         # A delivered event is re-sent on request too, still with its id (a pending one
         # is left alone: wait until the first replay is recorded as delivered).
@@ -214,7 +217,7 @@ async def test_a_dead_letter_is_replayed_with_the_same_webhook_id(
             f"/v1/webhooks/{hook['id']}/replay", params={"since": since}, headers=auth(admin_key)
         )
         assert again.json() == {"requeued": 1}
-        await wait_for(lambda: len(receiver.received) == 2)
+        await wait_for_async("len(receiver.received) == 2", lambda: len(receiver.received) == 2)
         assert receiver.received[1].headers["webhook-id"] == str(event.id)
 
 
@@ -371,7 +374,7 @@ async def test_events_go_only_to_the_endpoints_they_match(
             db_sessionmaker, [state_event("s1")], owner_key_id=key_id(tenant_key), session_id=sid
         )
         assert n == 1
-        await wait_for(lambda: len(a.received) == 1)
+        await wait_for_async("len(a.received) == 1", lambda: len(a.received) == 1)
         assert (b.received, c.received, d.received) == ([], [], [])
     finally:
         for r in (a, b, c, d):
@@ -510,7 +513,7 @@ async def test_sends_are_bounded_per_endpoint_and_overall(
     db_sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     """Two connections per endpoint, three in all: two endpoints never get four at once."""
-    from tests.test_webhooks_support import InFlight
+    from tests.fixtures.webhooks import InFlight
 
     settings = settings_with_key(
         make_settings,
@@ -531,7 +534,11 @@ async def test_sends_are_bounded_per_endpoint_and_overall(
             # Eight sessions: enough independent in-order streams to use every connection.
             events = [status_event(f"s{i % 8}", i) for i in range(32)]
             await feed(db_sessionmaker, events, owner_key_id=None, session_id=None)
-            await wait_for(lambda: len(a.received) == 32 and len(b.received) == 32, 30)
+            await wait_for_async(
+                "len(a.received) == 32 and len(b.received) == 32",
+                lambda: len(a.received) == 32 and len(b.received) == 32,
+                timeout=30,
+            )
     finally:
         a.stop()
         b.stop()
@@ -617,7 +624,7 @@ async def test_an_event_on_the_redis_stream_reaches_the_endpoints_of_its_session
     event = state_event("s1", "connected")
     await redis.xadd(EVENTS_STREAM, {"data": event.model_dump_json()})
     await redis.xadd(EVENTS_STREAM, {"data": event.model_dump_json()})  # redelivered: once
-    await wait_for(lambda: len(receiver.received) == 1)
+    await wait_for_async("len(receiver.received) == 1", lambda: len(receiver.received) == 1)
     payload = StandardWebhook(hook["secret"]).verify(
         receiver.received[0].body, receiver.received[0].headers
     )

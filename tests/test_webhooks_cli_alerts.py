@@ -22,7 +22,8 @@ from appliance.db.models import Session
 from appliance.db.types import utcnow
 from appliance.security.master_key import create_master_key
 from tests.fixtures.settings import MakeSettings
-from tests.test_webhooks_support import Receiver, receiver  # noqa: F401  (fixture)
+from tests.fixtures.waiting import wait_for_async
+from tests.fixtures.webhooks import Receiver, receiver  # noqa: F401  (fixture)
 
 WAPP = Path(sys.executable).parent / "wapp"
 
@@ -91,7 +92,7 @@ async def test_a_failed_session_alerts_the_admin_once_per_interval(
 ) -> None:
     from appliance.webhooks.alerts import Alerter
     from appliance.webhooks.engine_restarts import engine_restart_alert
-    from tests.test_webhooks_engine_restarts import beat
+    from tests.fixtures.webhooks import beat
 
     settings = make_settings(
         database={"url": database_url},
@@ -142,7 +143,7 @@ async def test_alerts_run_in_the_api_when_configured(
     redis: aioredis.Redis,
     receiver: Receiver,
 ) -> None:
-    from tests.test_webhooks_support import running_api_for, settings_with_key, wait_for
+    from tests.fixtures.webhooks import running_api_for, settings_with_key
 
     settings = settings_with_key(
         make_settings, database_url, webhooks={"alert_webhook_url": receiver.url}
@@ -159,7 +160,9 @@ async def test_alerts_run_in_the_api_when_configured(
                     state_changed_at=utcnow() + timedelta(seconds=1),
                 )
             )
-        await wait_for(lambda: len(receiver.received) == 1, 10)
+        await wait_for_async(
+            "len(receiver.received) == 1", lambda: len(receiver.received) == 1, timeout=10
+        )
     assert receiver.received[0].json["type"] == "alert.session.logged_out"
 
 
@@ -172,7 +175,7 @@ async def test_alerts_are_also_emailed_when_smtp_is_configured(
     """A real SMTP conversation with a minimal server on 127.0.0.1."""
     from appliance.webhooks.alerts import Alerter
     from appliance.webhooks.engine_restarts import engine_restart_alert
-    from tests.test_webhooks_engine_restarts import beat
+    from tests.fixtures.webhooks import beat
 
     mails: list[bytes] = []
 

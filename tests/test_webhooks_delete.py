@@ -23,13 +23,12 @@ from appliance.settings import Settings
 from appliance.webhooks import service
 from appliance.webhooks.recorder import Outcome, record
 from tests.fixtures.api import auth
-from tests.test_webhooks_support import (  # noqa: F401  (fixtures)
+from tests.fixtures.waiting import wait_for_async
+from tests.fixtures.webhooks import (  # noqa: F401  (fixtures)
     Receiver,
-    eventually,
     feed,
     running_api_for,
     status_event,
-    wait_for,
     webhook_settings,
 )
 
@@ -72,13 +71,16 @@ async def _the_other_endpoint_got_everything_once(
     events: list[Any],
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    await wait_for(lambda: len(other.received) >= len(events), 30)
+    await wait_for_async(
+        "len(other.received) >= len(events)", lambda: len(other.received) >= len(events), timeout=30
+    )
     await asyncio.sleep(1.0)  # a duplicate would come now (rows left pending, sent again)
     got = Counter(r.json["id"] for r in other.received)
     assert got == Counter(str(e.id) for e in events)
-    rows = await eventually(
+    rows = await wait_for_async(
+        'all(status == "delivered" for _, status, _, _ in rows)',
         lambda: _rows(sessions, other_id),
-        lambda rows: all(status == "delivered" for _, status, _, _ in rows),
+        ok=lambda rows: all(status == "delivered" for _, status, _, _ in rows),
     )
     assert sorted(rows) == sorted((str(e.id), "delivered", 1, 1) for e in events)
 
@@ -99,7 +101,9 @@ async def _delete_mid_delivery(
             # Eight sessions: four posts at once to each endpoint, several rounds.
             events = [status_event(f"s{i % 8}", i) for i in range(40)]
             await feed(sessions, list(events), owner_key_id=None, session_id=None)
-            await wait_for(lambda: len(slow.arrived) >= 4)  # the slow posts are held
+            await wait_for_async(
+                "len(slow.arrived) >= 4", lambda: len(slow.arrived) >= 4
+            )  # the slow posts are held
             if through_the_api:
                 gone = await client.delete(f"/v1/webhooks/{slow_id}", headers=auth(admin_key))
                 assert gone.status_code == 204

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -23,33 +23,15 @@ from appliance.settings import Settings
 from appliance.webhooks.alerts import Alerter
 from appliance.webhooks.engine_restarts import EngineRestartMonitor
 from tests.fixtures.settings import MakeSettings
-from tests.test_webhooks_support import (  # noqa: F401
+from tests.fixtures.waiting import wait_for_async
+from tests.fixtures.webhooks import (  # noqa: F401
+    BOOT,
     Receiver,
+    beat,
     receiver,
     running_api_for,
     settings_with_key,
-    wait_for,
 )
-
-BOOT = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-
-
-def beat(
-    pid: int, boot: int = 0, *, upstream: Upstream = "whatsapp", rss_mb: float = 120.0
-) -> EngineHeartbeat:
-    """A heartbeat of the engine's `boot`-th start (a minute apart), as it writes it."""
-    return EngineHeartbeat(
-        pid=pid,
-        upstream=upstream,
-        started_at=BOOT + timedelta(minutes=boot),
-        uptime_s=42.0,
-        rss_bytes=int(rss_mb * 1024 * 1024),
-        heap_used_bytes=1,
-        heap_total_bytes=1,
-        sessions=3,
-        loop_lag_ms=0,
-        node_version="v24.0.0",
-    )
 
 
 async def put(redis: aioredis.Redis, value: EngineHeartbeat | str) -> None:
@@ -221,11 +203,19 @@ async def test_unreadable_heartbeats_and_a_dead_redis_are_logged_and_the_loop_go
     with caplog.at_level(logging.INFO, logger="appliance.webhooks.engine_restarts"):
         watch.start()
         try:
-            await wait_for(lambda: "whatsapp" in watch._seen, 5)
+            await wait_for_async(
+                '"whatsapp" in watch._seen', lambda: "whatsapp" in watch._seen, timeout=5
+            )
             await put(redis, "{not json")
-            await wait_for(lambda: "ValidationError" in caplog.text, 5)
+            await wait_for_async(
+                '"ValidationError" in caplog.text',
+                lambda: "ValidationError" in caplog.text,
+                timeout=5,
+            )
             await put(redis, beat(101, 1))
-            await wait_for(lambda: len(receiver.received) == 1, 5)
+            await wait_for_async(
+                "len(receiver.received) == 1", lambda: len(receiver.received) == 1, timeout=5
+            )
             assert watch._task is not None
             assert not watch._task.done()
         finally:
@@ -253,8 +243,12 @@ async def test_the_api_watches_every_engine_the_stack_runs(
         watch: EngineRestartMonitor = runtime.engine_restarts
         assert watch.upstreams == ("whatsapp", "sandbox")
         assert watch.poll_s == 0.05  # as often as the engines write their heartbeat
-        await wait_for(lambda: "sandbox" in watch._seen, 5)
+        await wait_for_async(
+            '"sandbox" in watch._seen', lambda: "sandbox" in watch._seen, timeout=5
+        )
         await put(redis, beat(201, 1, upstream="sandbox"))
-        await wait_for(lambda: len(receiver.received) == 1, 5)
+        await wait_for_async(
+            "len(receiver.received) == 1", lambda: len(receiver.received) == 1, timeout=5
+        )
     assert receiver.received[0].json["subject"] == "engine:sandbox"
     assert runtime.engine_restarts._task is None  # stopped with the api

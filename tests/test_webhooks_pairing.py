@@ -19,14 +19,13 @@ from appliance.settings import Settings, WebhooksSettings
 from appliance.webhooks import pairing
 from appliance.webhooks.verdicts import Row, classify
 from tests.fixtures.api import auth
-from tests.test_webhooks_support import (  # noqa: F401  (fixtures)
+from tests.fixtures.waiting import wait_for_async
+from tests.fixtures.webhooks import (  # noqa: F401  (fixtures)
     Receiver,
-    eventually,
     feed,
     receiver,
     running_api_for,
     state_event,
-    wait_for,
     webhook_settings,
     wh_client,
 )
@@ -80,14 +79,15 @@ async def test_a_delivered_qr_and_pairing_code_keep_no_secret_in_their_rows(
     hook_id = created.json()["id"]
     qr, code, plain = qr_event(), code_event(), state_event("s3")
     await feed(db_sessionmaker, [qr, code, plain], owner_key_id=None, session_id=None)
-    await wait_for(lambda: len(receiver.received) == 3)
+    await wait_for_async("len(receiver.received) == 3", lambda: len(receiver.received) == 3)
     sent = {r.json["id"]: r.json for r in receiver.received}
     assert sent[str(qr.id)]["data"]["qr"] == QR  # the receiver gets the QR itself
     assert sent[str(code.id)]["data"]["pairingCode"] == CODE
 
-    stored = await eventually(
+    stored = await wait_for_async(
+        '{s for s, _ in rows.values()} == {"delivered"}',
         lambda: _stored(db_sessionmaker),
-        lambda rows: {s for s, _ in rows.values()} == {"delivered"},
+        ok=lambda rows: {s for s, _ in rows.values()} == {"delivered"},
     )
     for event in (qr, code):
         _status, payload = stored[str(event.id)]
@@ -106,10 +106,11 @@ async def test_a_delivered_qr_and_pairing_code_keep_no_secret_in_their_rows(
         f"/v1/webhooks/{hook_id}/replay", params={"since": since}, headers=auth(admin_key)
     )
     assert replayed.json() == {"requeued": 3}
-    await wait_for(lambda: len(receiver.received) == 4)
-    stored = await eventually(
+    await wait_for_async("len(receiver.received) == 4", lambda: len(receiver.received) == 4)
+    stored = await wait_for_async(
+        'all(s != "pending" for s, _ in rows.values())',
         lambda: _stored(db_sessionmaker),
-        lambda rows: all(s != "pending" for s, _ in rows.values()),
+        ok=lambda rows: all(s != "pending" for s, _ in rows.values()),
     )
     assert (stored[str(qr.id)][0], stored[str(code.id)][0]) == ("dead", "dead")
     await asyncio.sleep(0.3)
@@ -139,8 +140,10 @@ async def test_a_qr_past_its_life_is_not_sent_and_is_dead_lettered_without_its_s
             )
         )
     async with running_api_for(webhook_settings):
-        stored = await eventually(
-            lambda: _stored(db_sessionmaker), lambda rows: rows[str(qr.id)][0] != "pending"
+        stored = await wait_for_async(
+            'rows[str(qr.id)][0] != "pending"',
+            lambda: _stored(db_sessionmaker),
+            ok=lambda rows: rows[str(qr.id)][0] != "pending",
         )
         await asyncio.sleep(0.3)
     status, payload = stored[str(qr.id)]
