@@ -40,6 +40,7 @@ interface Sent {
 	at: string
 	text?: string
 	media?: { kind: string; size: number; sha256: string }
+	reaction?: { emoji: string; targetId: string }
 	receipts: Array<{ type: string; from: string; at: string }>
 }
 
@@ -49,14 +50,26 @@ interface Entry {
 	/** null: the contact never reads. */
 	readDelayMs: number | null
 	received: Received[]
+	/** receivedKey of every record in `received`: an engine's resend is recorded once. */
+	receivedIds: Set<string>
 	sent: Sent[]
 	mediaBytes: Map<string, Buffer>
 }
 
 interface ContactsFile {
 	version: 1
-	contacts: Array<{ state: SimContactJson; deliveryDelayMs: number; readDelayMs: number | null }>
+	/** received/sent are absent in files written before they were persisted. */
+	contacts: Array<{ state: SimContactJson; deliveryDelayMs: number; readDelayMs: number | null; received?: Received[]; sent?: Sent[] }>
 }
+
+/** Per contact, how many received and sent records are kept (and persisted), newest last. */
+const MAX_RECORDS = 20_000
+const keepLast = <T>(list: T[]): void => {
+	if (list.length > MAX_RECORDS) list.splice(0, list.length - MAX_RECORDS)
+}
+/** A message is the same message when the same account sends the same id again. */
+const receivedKey = (accountPhone: string, id: string) => `${accountPhone}|${id}`
+const accountOf = (deviceJid: string) => deviceJid.split(/[:@]/)[0]!
 
 const MEDIA_KINDS: ContactMediaKind[] = ['image', 'video', 'audio', 'document', 'sticker']
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
@@ -83,7 +96,11 @@ export class ContactHub implements ExternalPeers {
 			this.file = join(sim.opts.dataDir, 'contacts.json')
 			if (existsSync(this.file)) {
 				const state = JSON.parse(readFileSync(this.file, 'utf8')) as ContactsFile
-				for (const c of state.contacts) this.index({ contact: SimContact.fromJSON(c.state), deliveryDelayMs: c.deliveryDelayMs, readDelayMs: c.readDelayMs, received: [], sent: [], mediaBytes: new Map() })
+				for (const c of state.contacts) {
+					const received = c.received ?? []
+					const receivedIds = new Set(received.map(r => receivedKey(accountOf(r.from), r.id)))
+					this.index({ contact: SimContact.fromJSON(c.state), deliveryDelayMs: c.deliveryDelayMs, readDelayMs: c.readDelayMs, received, receivedIds, sent: c.sent ?? [], mediaBytes: new Map() })
+				}
 			}
 		}
 	}
@@ -99,14 +116,14 @@ export class ContactHub implements ExternalPeers {
 		this.saveTimer.unref()
 	}
 
-	/** Writes contacts (with their Signal sessions) now; called on shutdown. */
+	/** Writes contacts (Signal sessions, received and sent records) now; called on shutdown. */
 	flush(): void {
 		if (this.saveTimer) clearTimeout(this.saveTimer)
 		this.saveTimer = undefined
 		if (!this.file) return
 		const state: ContactsFile = {
 			version: 1,
-			contacts: [...this.byPhone.values()].map(e => ({ state: e.contact.toJSON(), deliveryDelayMs: e.deliveryDelayMs, readDelayMs: e.readDelayMs }))
+			contacts: [...this.byPhone.values()].map(e => ({ state: e.contact.toJSON(), deliveryDelayMs: e.deliveryDelayMs, readDelayMs: e.readDelayMs, received: e.received, sent: e.sent }))
 		}
 		writeFileAtomic(this.file, JSON.stringify(state))
 	}
@@ -128,6 +145,7 @@ export class ContactHub implements ExternalPeers {
 			deliveryDelayMs: delayOf(body.deliveryDelayMs, 'deliveryDelayMs', 0)!,
 			readDelayMs: delayOf(body.readDelayMs, 'readDelayMs', null),
 			received: [],
+			receivedIds: new Set(),
 			sent: [],
 			mediaBytes: new Map()
 		}
@@ -170,26 +188,45 @@ export class ContactHub implements ExternalPeers {
 		const e = this.byPhone.get(c.phone)!
 		const id = stanza.attrs.id!
 		const { account, device, viaLid } = from
+		// An engine resending after a crash (same id, e.g. after a simulator restart emptied
+		// the relay's memory) still gets decrypted, so Signal state stays in step, but the
+		// contact records it and answers it once: its receipts are already owed (outbox).
+		const dedupKey = receivedKey(account.phone, id)
+		const repeat = e.receivedIds.has(dedupKey)
 		const rec: Received = { id, from: `${account.phone}:${device.id}@${S_WA}`, fromLid: `${account.lid}:${device.id}@lid`, at: new Date().toISOString() }
-		e.received.push(rec)
+		if (!repeat) {
+			e.receivedIds.add(dedupKey)
+			e.received.push(rec)
+			keepLast(e.received)
+			this.changed()
+		}
 		void (async () => {
 			try {
 				const msg = await e.contact.decryptFrom(lidAddress(account.lid, device.id), enc.attrs.type as EncType, enc.content as Uint8Array)
 				this.changed()
+				if (repeat) return
 				await this.recordContent(e, rec, msg)
+				this.changed()
 			} catch (err) {
+				if (repeat) return
 				rec.error = err instanceof ContactError ? `${err.code}: ${err.message}` : String(err)
+				this.changed()
 				this.sim.log.warn({ contact: c.phone, id, err: rec.error }, 'contact could not read a message')
 				return
 			}
 			const contactJid = viaLid ? `${c.lid}@lid` : `${c.phone}@${S_WA}`
-			const receipt = (type?: string): BinaryNode => ({ tag: 'receipt', attrs: { id, from: contactJid, t: unixNow(), ...(type ? { type } : {}) } })
-			// Delivery goes to the sending device, read to every device of the account (as a phone does).
-			setTimeout(() => this.sim.relay.deliver(account.phone, device.id, receipt()), e.deliveryDelayMs).unref()
-			if (e.readDelayMs !== null) {
-				setTimeout(() => {
-					for (const d of account.devices) this.sim.relay.deliver(account.phone, d.id, receipt('read'))
-				}, e.readDelayMs).unref()
+			const now = Date.now()
+			const receipt = (delayMs: number, type?: string): BinaryNode => ({
+				tag: 'receipt',
+				attrs: { id, from: contactJid, t: String(Math.floor((now + delayMs) / 1000)), ...(type ? { type } : {}) }
+			})
+			// Delivery goes to the sending device, read to every device of the account (as a
+			// phone does). They are owed from now on, with their due time, in the relay's
+			// persistent outbox: neither a dying socket nor a simulator restart loses them.
+			this.sim.relay.deliver(account.phone, device.id, receipt(e.deliveryDelayMs), now + e.deliveryDelayMs)
+			const readDelayMs = e.readDelayMs
+			if (readDelayMs !== null) {
+				for (const d of account.devices) this.sim.relay.deliver(account.phone, d.id, receipt(readDelayMs, 'read'), now + readDelayMs)
 			}
 		})()
 	}
@@ -212,6 +249,7 @@ export class ContactHub implements ExternalPeers {
 		const sent = e.sent.find(s => s.id === receipt.attrs.id)
 		const type = receipt.attrs.type ?? 'delivery'
 		sent?.receipts.push({ type, from: `${from.account.phone}:${from.device.id}@${S_WA}`, at: new Date().toISOString() })
+		if (sent) this.changed()
 		if (type === 'retry' && getBinaryNodeChild(receipt, 'retry')) {
 			// The device could not decrypt: start over with a fresh session, as a phone does.
 			e.contact.resetSession(lidAddress(from.account.lid, from.device.id))
@@ -232,7 +270,16 @@ export class ContactHub implements ExternalPeers {
 		const sent: Sent = { id, to: viaLid ? `${account.lid}@lid` : `${account.phone}@${S_WA}`, at: new Date().toISOString(), receipts: [] }
 		let message: proto.IMessage
 		let mediatype: string | undefined
-		if (typeof body.text === 'string') {
+		let stanzaType = 'text'
+		if (body.reaction && typeof body.reaction === 'object') {
+			const r = body.reaction as Record<string, unknown>
+			if (typeof r.emoji !== 'string' || typeof r.targetId !== 'string' || !r.targetId) throw new ApiError(400, 'INVALID_FIELD', 'reaction needs emoji (empty removes) and targetId', { field: 'reaction' })
+			// The key names the target as the contact sees it: its own message, or the account's.
+			const fromMe = e.sent.some(s => s.id === r.targetId)
+			message = { reactionMessage: { key: { remoteJid: sent.to, fromMe, id: r.targetId }, text: r.emoji, senderTimestampMs: Date.now() } }
+			stanzaType = 'reaction'
+			sent.reaction = { emoji: r.emoji, targetId: r.targetId }
+		} else if (typeof body.text === 'string') {
 			message = textMessage(body.text)
 			sent.text = body.text
 		} else if (body.media && typeof body.media === 'object') {
@@ -250,14 +297,15 @@ export class ContactHub implements ExternalPeers {
 			})
 			mediatype = kind
 			sent.media = { kind, size: bytes.length, sha256: sha256(bytes) }
-		} else throw new ApiError(400, 'INVALID_FIELD', 'give text or media', { field: 'text' })
+			stanzaType = 'media'
+		} else throw new ApiError(400, 'INVALID_FIELD', 'give text, media or reaction', { field: 'text' })
 
 		const p = e.contact.profile
 		for (const dev of account.devices) {
 			const addr = lidAddress(account.lid, dev.id)
 			const bundle = e.contact.hasSession(addr) ? null : this.sim.keys.takeWireBundle(account.phone, dev)
 			const { type, ciphertext } = await e.contact.encryptTo(addr, bundle, message)
-			const attrs: Record<string, string> = { id, type: mediatype ? 'media' : 'text', t: unixNow(), notify: p.name ?? '' }
+			const attrs: Record<string, string> = { id, type: stanzaType, t: unixNow(), notify: p.name ?? '' }
 			if (viaLid) Object.assign(attrs, { from: `${p.lid}@lid`, sender_pn: `${p.pn}@${S_WA}` })
 			else Object.assign(attrs, { from: `${p.pn}@${S_WA}`, sender_lid: `${p.lid}@lid` })
 			const encAttrs: Record<string, string> = { v: '2', type }
@@ -266,6 +314,7 @@ export class ContactHub implements ExternalPeers {
 		}
 		this.sim.stats.messagesRelayed++
 		e.sent.push(sent)
+		keepLast(e.sent)
 		this.changed()
 		return sent
 	}

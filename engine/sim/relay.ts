@@ -2,10 +2,8 @@ import { performance } from 'node:perf_hooks'
 import { getBinaryNodeChild, getBinaryNodeChildren, jidDecode, type BinaryNode } from '@whiskeysockets/baileys'
 import type { Conn } from './conn.js'
 import { S_WA, SERVER_JID, unixNow, type SimContext } from './context.js'
+import { Outbox } from './outbox.js'
 import type { Account, Device } from './store.js'
-
-/** Per-device offline queue bound; beyond it the oldest stanzas are dropped. */
-const MAX_QUEUE = 5000
 /** How many (sender, message id) pairs are remembered for de-duplication. */
 const MAX_SEEN = 200_000
 
@@ -32,46 +30,57 @@ const deviceJid = (s: { phone: string; lid: string; device: number }, viaLid: bo
 
 /**
  * Routes messages and receipts between devices: fan-out by PN or LID, server acks,
- * offline queues flushed at login, de-duplication of repeated message ids.
+ * the offline queue (outbox.ts: kept until the device acknowledges, handed over again at
+ * login), de-duplication of repeated message ids.
  */
 export class Relay {
 	external?: ExternalPeers
-	private readonly queues = new Map<string, BinaryNode[]>()
+	readonly outbox: Outbox
 	/** `${senderPhone}|${id}` -> device keys already handed the message. */
 	private readonly seen = new Map<string, Set<string>>()
 
-	constructor(private readonly ctx: SimContext) {}
-
-	/** Hands a stanza to a device now, or keeps it until the device logs in. */
-	deliver(phone: string, device: number, node: BinaryNode): void {
-		const conn = this.ctx.live.get(phone, device)
-		if (conn && conn.phase === 'authenticated' && conn.isOpen) {
-			conn.send(node)
-			return
-		}
-		const key = `${phone}:${device}`
-		let q = this.queues.get(key)
-		if (!q) this.queues.set(key, (q = []))
-		if (q.length >= MAX_QUEUE) q.shift()
-		q.push(node)
-		this.ctx.stats.offlineQueued++
+	constructor(
+		private readonly ctx: SimContext,
+		persist: { dataDir?: string; inMemory: boolean } = { inMemory: true }
+	) {
+		this.outbox = new Outbox(persist.dataDir, persist.inMemory, key => this.liveConn(key), ctx.log.child({ mod: 'outbox' }))
 	}
 
+	private liveConn(key: string): Conn | undefined {
+		const at = key.lastIndexOf(':')
+		const conn = this.ctx.live.get(key.slice(0, at), Number(key.slice(at + 1)))
+		return conn && conn.phase === 'authenticated' && conn.isOpen ? conn : undefined
+	}
+
+	/**
+	 * Owes a stanza to a device: handed over now if it is online (and again at its next
+	 * login until it acknowledges), else at its next login. `dueAt` delays it (a contact's
+	 * receipt that falls due later), persistently.
+	 */
+	deliver(phone: string, device: number, node: BinaryNode, dueAt?: number): void {
+		if (!this.liveConn(Outbox.key(phone, device))) this.ctx.stats.offlineQueued++
+		this.outbox.put(Outbox.key(phone, device), node, dueAt)
+	}
+
+	/** Stanzas the device has not acknowledged yet (offline or in flight). */
 	queued(phone: string, device: number): number {
-		return this.queues.get(`${phone}:${device}`)?.length ?? 0
+		return this.outbox.pending(Outbox.key(phone, device))
 	}
 
 	dropQueue(phone: string, device: number): void {
-		this.queues.delete(`${phone}:${device}`)
+		this.outbox.drop(Outbox.key(phone, device))
 	}
 
-	/** After `<success>`: queued stanzas marked offline, then the count that ends the offline phase. */
+	/** After `<success>`: owed stanzas marked offline, then the count that ends the offline phase. */
 	flushOffline(conn: Conn): void {
-		const key = `${conn.account!.phone}:${conn.device!.id}`
-		const q = this.queues.get(key) ?? []
-		this.queues.delete(key)
-		for (const node of q) conn.send({ ...node, attrs: { ...node.attrs, offline: '1' } })
-		conn.send({ tag: 'ib', attrs: { from: SERVER_JID }, content: [{ tag: 'offline', attrs: { count: String(q.length) } }] })
+		this.outbox.login(Outbox.key(conn.account!.phone, conn.device!.id), conn)
+	}
+
+	/** A device's `<ack>`: a receipt (or, as a nack, a message) it no longer needs. */
+	onAck(conn: Conn, node: BinaryNode): void {
+		const key = Outbox.key(conn.account!.phone, conn.device!.id)
+		if (node.attrs.class === 'receipt') this.outbox.ackReceipt(key, node)
+		else if (node.attrs.class === 'message') this.outbox.ackMessage(key, node)
 	}
 
 	/** `arrivedAt`: when the frame came off the socket, so queueing inside the simulator counts as relay time. */
@@ -173,6 +182,8 @@ export class Relay {
 		const ack: BinaryNode = { tag: 'ack', attrs: { class: 'receipt', id: id ?? '', from: to ?? SERVER_JID } }
 		if (type) ack.attrs.type = type
 		conn.send(ack)
+		// Any receipt for a message (delivery, read, retry) means the device has it.
+		this.outbox.ackMessage(Outbox.key(acc.phone, dev.id), node)
 		if (!id || !toJid) return
 		const viaLid = toJid.server === 'lid'
 		const targetAcc = this.ctx.store.getByUser(toJid.user, toJid.server)

@@ -81,7 +81,7 @@ export class Simulator {
 			devicesChanged: acc => this.announceDevices(acc)
 		}
 		this.pairing = new Pairing(this.ctx, opts.qrRefs ?? 6)
-		this.relay = new Relay(this.ctx)
+		this.relay = new Relay(this.ctx, { dataDir: opts.dataDir, inMemory: !!opts.inMemory })
 		this.keys = new Keys(this.ctx)
 		this.usync = new USync(this.ctx)
 		this.iq = new IqRouter(this.ctx, {
@@ -175,7 +175,7 @@ export class Simulator {
 			case 'receipt':
 				return this.relay.onReceipt(conn, node)
 			case 'ack':
-				return
+				return this.relay.onAck(conn, node)
 			case 'chatstate':
 				return this.relay.onChatstate(conn, node)
 			case 'presence':
@@ -316,6 +316,7 @@ export class Simulator {
 		this.paused = false
 		for (const c of [...this.conns]) c.terminate()
 		this.store.flush()
+		this.relay.outbox.close()
 		this.contacts?.flush()
 		await new Promise<void>(resolve => (this.wss ? this.wss.close(() => resolve()) : resolve()))
 		if (this.http) {
