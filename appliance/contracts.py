@@ -48,7 +48,7 @@ ReceivedKind = Literal[
     "unsupported",
 ]
 # The digits of a phone number (country code first) or of a JID's user part: the one
-# definition, also behind the api's normaliser (appliance/api/phones.py).
+# definition, also behind the api's normaliser (appliance/phones.py).
 PHONE_DIGITS: Final = r"\d{5,20}"
 # A recipient: a phone number in international form (digits only) or a full JID.
 Recipient = Annotated[
@@ -56,7 +56,7 @@ Recipient = Annotated[
 ]
 SessionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 # A phone number as the engine takes it: digits only (the api normalises what clients
-# write, `appliance/api/phones.py`).
+# write, `appliance/phones.py`).
 PhoneDigits = Annotated[str, Field(pattern=rf"^{PHONE_DIGITS}$")]
 
 # Every integer has both bounds, so no value overflows a 64-bit column on the api side

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from appliance.api.auth import Principal
 from appliance.auth import api_keys, key_cache
+from appliance.auth.principal import Principal
 from appliance.auth.single_flight import SingleFlight
 from appliance.db.models import ApiKey, Session
 from appliance.db.types import utcnow

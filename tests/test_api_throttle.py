@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from appliance.api.app import create_app
+from appliance.api.serve import proxy_options
 from appliance.auth import api_keys
-from appliance.stack.api_process import proxy_options
 from tests.fixtures.api import auth, served
 from tests.fixtures.settings import MakeSettings
 
@@ -98,7 +98,7 @@ async def test_forwarded_addresses_count_only_from_trusted_proxies(
     last: int,
 ) -> None:
     settings = make_settings(database={"url": database_url}, api={"trusted_proxies": trusted})
-    # As `wapp api` starts uvicorn (appliance/stack/api_process.py).
+    # As `wapp api` starts uvicorn (appliance/api/serve.py).
     async with (
         served(create_app(settings), **proxy_options(settings.api)) as url,
         httpx.AsyncClient(base_url=url) as client,

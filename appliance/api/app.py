@@ -105,7 +105,9 @@ def create_app(settings: Settings) -> FastAPI:
         if checkpoints is not None:
             checkpoints.start()
         app.state.wapp = state
-        app.state.webhooks = WebhooksRuntime.start(state)
+        app.state.webhooks = WebhooksRuntime.start(
+            settings, writer=state.writer, reader=state.reader, redis=redis
+        )
         metrics_runtime = MetricsRuntime.start(settings, redis, app.state.request_metrics)
         # The consumer raises admin alerts (version refusals) through the runtime's alerter.
         consumer = EventConsumer(

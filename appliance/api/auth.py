@@ -6,7 +6,6 @@ answer 404 (not 403) so ids cannot be probed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -14,24 +13,12 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from appliance.api.state import AppState, StateDep
 from appliance.auth import api_keys, throttle
-from appliance.db.models import ApiKey
+from appliance.auth.principal import Principal
 from appliance.errors import Forbidden, Unauthorized
 
 # Declared for OpenAPI (the "Authorize" button); parsing stays ours so errors keep our shape.
 _bearer = HTTPBearer(auto_error=False, description="`Bearer wapp_<id>_<secret>`")
 _header = APIKeyHeader(name="X-Api-Key", auto_error=False)
-
-
-@dataclass(frozen=True)
-class Principal:
-    key: ApiKey
-
-    @property
-    def is_admin(self) -> bool:
-        return self.key.role == "admin"
-
-    def can_see(self, owner_key_id: str | None) -> bool:
-        return self.is_admin or owner_key_id == self.key.id
 
 
 def _client_address(request: Request) -> str:

@@ -1,5 +1,5 @@
-"""Base of every HTTP model: camelCase on the wire, snake_case in Python; and the input
-types several routes share (timestamps in queries, integer bounds)."""
+"""Base of every HTTP model (defined in `appliance.camel`): camelCase on the wire, snake_case
+in Python; and the input types several routes share (timestamps in queries, integer bounds)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import re
 from datetime import datetime
 from typing import Annotated, Final
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict
-from pydantic.alias_generators import to_camel
+from pydantic import AwareDatetime, BeforeValidator
 from pydantic_core import PydanticCustomError
+
+# Re-exported for the routes: every HTTP model starts here.
+from appliance.camel import ApiModel as ApiModel
 
 # Every integer a client sends has both bounds: past them a value is refused with 422
 # instead of overflowing SQLite's or Postgres' 64-bit columns (a 500), and the bounds
@@ -37,16 +39,6 @@ def _iso_8601(value: object) -> object:
 # Without an offset, UTC is meant.
 IsoDatetime = Annotated[datetime, BeforeValidator(_iso_8601)]
 AwareIsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_8601)]
-
-
-class ApiModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        serialize_by_alias=True,
-        # NaN and ±Infinity are no numbers a client means; JSON does not have them either.
-        allow_inf_nan=False,
-    )
 
 
 class ErrorBody(ApiModel):

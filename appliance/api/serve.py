@@ -1,4 +1,8 @@
-"""What the `api` program runs: uvicorn serving `create_app(settings)`."""
+"""What the `api` program runs: uvicorn serving `create_app(settings)`.
+
+In `appliance.api`, not beside `engine_process` in `appliance.stack`: it imports the app,
+and nothing below the API layer may (tests/test_layers.py).
+"""
 
 from __future__ import annotations
 

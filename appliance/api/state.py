@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from appliance.services.send_batcher import SendBatcher
 from appliance.settings import Settings
+from appliance.webhooks.runtime import WebhooksRuntime
 
 
 @dataclass
@@ -37,3 +38,12 @@ async def _state_dependency(request: Request) -> AppState:
 
 
 StateDep = Annotated[AppState, Depends(_state_dependency)]
+
+
+async def _webhooks_dependency(request: Request) -> WebhooksRuntime:
+    # async for the same reason as `_state_dependency`.
+    runtime: WebhooksRuntime = request.app.state.webhooks
+    return runtime
+
+
+WebhooksDep = Annotated[WebhooksRuntime, Depends(_webhooks_dependency)]

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from fastapi import WebSocket
 
-from appliance.api.auth import Principal, refused
+from appliance.api.auth import refused
 from appliance.api.state import AppState
 from appliance.auth import api_keys
+from appliance.auth.principal import Principal
 from appliance.errors import Unauthorized
 
 

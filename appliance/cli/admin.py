@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from appliance.api.auth import Principal
 from appliance.auth import api_keys
+from appliance.auth.principal import Principal
 from appliance.db.engine import create_db_engine, create_sessionmaker, create_writer_engine
 from appliance.errors import CommandFailed
 from appliance.redis_client import create_redis

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
+from appliance.api.serve import serve
 from appliance.cli.context import settings, state
 from appliance.settings import resolve_config_path
-from appliance.stack.api_process import serve
 
 
 def register(app: typer.Typer) -> None:

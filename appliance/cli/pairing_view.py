@@ -22,10 +22,10 @@ import typer
 from rich.console import Console
 
 from appliance import redis_keys
-from appliance.api.phones import phone_digits
 from appliance.cli.admin import Admin
 from appliance.db.models import Session
 from appliance.errors import CommandFailed, ValidationFailed
+from appliance.phones import phone_digits
 from appliance.services import sandbox, sessions
 
 # States after which no QR comes without a new start.

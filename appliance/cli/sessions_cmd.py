@@ -12,7 +12,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from appliance.api.phones import phone_digits
 from appliance.api.routes.sessions import SessionCreate, SessionPublic
 from appliance.cli import pairing_view
 from appliance.cli.admin import Admin, admin_access
@@ -21,6 +20,7 @@ from appliance.cli.output import JSON_OPTION, emit_json, state_style
 from appliance.contracts import PacingOverrides, Upstream
 from appliance.db.models import Session
 from appliance.errors import CommandFailed, ValidationFailed
+from appliance.phones import phone_digits
 from appliance.services import session_create, session_liveness, sessions
 
 T = TypeVar("T")

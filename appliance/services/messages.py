@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from appliance import ids, redis_keys
-from appliance.api.auth import Principal
+from appliance.auth.principal import Principal
 from appliance.contracts import MessageRef, wa_message_id
 from appliance.db.models import ApiKey, Message, MessageStatusEvent, Session
 from appliance.db.types import new_id, utcnow

@@ -11,9 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, HttpUrl
 
-from appliance.api.phones import Recipient
-from appliance.api.schemas import ApiModel
+from appliance.camel import ApiModel
 from appliance.contracts import MessageRef, wa_message_id
+from appliance.phones import Recipient
 
 
 class Body(ApiModel):

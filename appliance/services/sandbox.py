@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from appliance.api.auth import Principal
+from appliance.auth.principal import Principal
 from appliance.db.models import SandboxNumber, Session
 from appliance.errors import Conflict, NotFound, WappError
 from appliance.services import sessions

@@ -7,7 +7,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from appliance.api.auth import Principal
+from appliance.auth.principal import Principal
 from appliance.contracts import PacingOverrides, Upstream
 from appliance.db.models import Session
 from appliance.services import sandbox, session_names, sessions

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from appliance import redis_keys
-from appliance.api.auth import Principal
+from appliance.auth.principal import Principal
 from appliance.contracts import EngineHeartbeat, PacingOverrides, SessionStartPayload, Upstream
 from appliance.db.models import Session
 from appliance.errors import Conflict, NotFound, ValidationFailed

@@ -2,6 +2,6 @@
 
 `layout` says where files live, `programs` what runs, `render` writes the configs,
 `supervisor` talks XML-RPC to a running supervisord, `control` starts and stops it,
-`logs` reads the programs' log files; `engine_process` and `api_process` are what the
-`wapp engine` and `wapp api` programs run.
+`logs` reads the programs' log files; `engine_process` is what the `wapp engine` program
+runs (the `wapp api` program's is `appliance.api.serve`, inside the layer it serves).
 """

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Depends, Request
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from appliance.api.state import AppState
 from appliance.errors import ConfigError, ServiceUnavailable
 from appliance.readiness import expected_engines
 from appliance.security.keyring import MasterKeyring
 from appliance.security.master_key import load_master_key
+from appliance.settings import Settings
 from appliance.webhooks.alerts import Alerter
 from appliance.webhooks.crypto import SecretBox
 from appliance.webhooks.dispatcher import Dispatcher
@@ -38,8 +38,14 @@ class WebhooksRuntime:
     engine_restarts: EngineRestartMonitor | None = None
 
     @classmethod
-    def start(cls, state: AppState) -> WebhooksRuntime:
-        settings = state.settings
+    def start(
+        cls,
+        settings: Settings,
+        *,
+        writer: async_sessionmaker[AsyncSession],
+        reader: async_sessionmaker[AsyncSession],
+        redis: aioredis.Redis,
+    ) -> WebhooksRuntime:
         try:
             # Checked now so that a missing or unreadable key disables webhooks up front.
             load_master_key(settings.master_key_path)
@@ -48,16 +54,14 @@ class WebhooksRuntime:
             return cls(None, None, None, exc.message)
         # Read from disk as it changes: `wapp keys rotate-master` runs online.
         ring = MasterKeyring(settings.master_key_path)
-        dispatcher = Dispatcher(
-            settings.webhooks, writer=state.writer, reader=state.reader, master_key=ring
-        )
+        dispatcher = Dispatcher(settings.webhooks, writer=writer, reader=reader, master_key=ring)
         dispatcher.start()
-        alerter = Alerter(settings.webhooks, state.reader, state.redis)
+        alerter = Alerter(settings.webhooks, reader, redis)
         alerter.start()
         # Polled as often as the engines write it: faster would only read the same value.
         engine_restarts = EngineRestartMonitor(
             alerter,
-            state.redis,
+            redis,
             expected_engines(settings),
             poll_s=settings.engine.heartbeat_interval_s,
         )
@@ -76,11 +80,3 @@ class WebhooksRuntime:
         if self.box is None:
             raise ServiceUnavailable(f"webhooks need the master key: {self.unavailable}")
         return self.box
-
-
-def get_runtime(request: Request) -> WebhooksRuntime:
-    runtime: WebhooksRuntime = request.app.state.webhooks
-    return runtime
-
-
-RuntimeDep = Annotated[WebhooksRuntime, Depends(get_runtime)]

@@ -16,10 +16,11 @@ import orjson
 from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
-from appliance.api.auth import Principal, PrincipalDep
+from appliance.api.auth import PrincipalDep
 from appliance.api.schemas import ErrorResponse
 from appliance.api.state import AppState, StateDep, get_state
 from appliance.api.ws_auth import authenticate_ws
+from appliance.auth.principal import Principal
 from appliance.contracts import Event
 from appliance.errors import NotFound, ValidationFailed, WappError
 from appliance.events.live import Visibility, follow, latest_id

@@ -18,12 +18,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from appliance.api.auth import PrincipalDep
-from appliance.api.phones import Phone, Recipient
 from appliance.api.schemas import ApiModel, ErrorResponse, IsoDatetime
 from appliance.api.state import StateDep
 from appliance.contracts import MessageStatus
 from appliance.db.models import Message, MessageStatusEvent, Session
 from appliance.errors import BadRequest, ValidationFailed
+from appliance.phones import Phone, Recipient
 from appliance.services import messages, numbers, outgoing, sessions
 from appliance.services.media import MediaTooLarge
 from appliance.webhooks.outbox import camel_keys

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Path, status
 from pydantic import Field, field_validator, model_validator
 
 from appliance.api.auth import PrincipalDep
-from appliance.api.phones import Phone
 from appliance.api.schemas import ApiModel, ErrorResponse
 from appliance.api.state import StateDep
+from appliance.phones import Phone
 from appliance.services import sandbox
 
 _ERR = {"model": ErrorResponse}

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import Field
 
 from appliance.api.auth import PrincipalDep
-from appliance.api.phones import Phone
 from appliance.api.schemas import ApiModel, ErrorResponse
 from appliance.api.state import StateDep
 from appliance.contracts import (
@@ -22,6 +21,7 @@ from appliance.contracts import (
     Upstream,
 )
 from appliance.db.models import Session
+from appliance.phones import Phone
 from appliance.services import sandbox, session_create, session_liveness, sessions
 
 _ERR = {"model": ErrorResponse}

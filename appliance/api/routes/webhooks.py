@@ -8,12 +8,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 from pydantic import Field
 
-from appliance.api.auth import Principal, PrincipalDep
+from appliance.api.auth import PrincipalDep
 from appliance.api.schemas import ApiModel, AwareIsoDatetime, ErrorResponse
-from appliance.api.state import StateDep
+from appliance.api.state import StateDep, WebhooksDep
+from appliance.auth.principal import Principal
 from appliance.db.models import Webhook
 from appliance.webhooks import service
-from appliance.webhooks.runtime import RuntimeDep
 
 router = APIRouter(
     prefix="/v1",
@@ -142,7 +142,7 @@ class TestResultPublic(ApiModel):
 
 @router.post("/webhooks", status_code=status.HTTP_201_CREATED, summary="Create a webhook")
 async def create_webhook(
-    body: WebhookCreate, state: StateDep, runtime: RuntimeDep, principal: PrincipalDep
+    body: WebhookCreate, state: StateDep, runtime: WebhooksDep, principal: PrincipalDep
 ) -> WebhookWithSecret:
     created = await service.create_webhook(
         state.writer,
@@ -198,7 +198,7 @@ async def update_webhook(
     summary="Delete a webhook and its delivery history",
 )
 async def delete_webhook(
-    webhook_id: str, state: StateDep, runtime: RuntimeDep, principal: PrincipalDep
+    webhook_id: str, state: StateDep, runtime: WebhooksDep, principal: PrincipalDep
 ) -> Response:
     await service.delete_webhook(state.writer, scope=_scope(principal), webhook_id=webhook_id)
     # This worker's posts to it stop now; other workers' at their next poll.
@@ -214,7 +214,7 @@ async def delete_webhook(
 async def rotate_secret(
     webhook_id: str,
     state: StateDep,
-    runtime: RuntimeDep,
+    runtime: WebhooksDep,
     principal: PrincipalDep,
     body: RotateBody | None = None,
 ) -> WebhookWithSecret:
@@ -313,7 +313,7 @@ async def list_deliveries(
 
 @router.post("/webhooks/{webhook_id}/test", summary="Send a signed `webhook.test` event now")
 async def test_webhook(
-    webhook_id: str, state: StateDep, runtime: RuntimeDep, principal: PrincipalDep
+    webhook_id: str, state: StateDep, runtime: WebhooksDep, principal: PrincipalDep
 ) -> TestResultPublic:
     result = await service.send_test(
         state.reader,

@@ -7,6 +7,9 @@ because that is how received messages name their chat: a message's `chat` reads 
 same in both directions, and a group or LID chat (which has no number) fits the same
 field. A refused value gets one message saying what a valid one looks like, never the
 regular expression behind it.
+
+Outside `appliance.api`: the send bodies the services validate, and the CLI, read numbers
+the same way.
 """
 
 from __future__ import annotations
