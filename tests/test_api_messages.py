@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from appliance import redis_keys
 from appliance.contracts import CheckNumbersReply, NumberCheck, wa_message_id
 from appliance.db.models import Message, MessageStatusEvent
+from tests.fixtures.api import ApiClientFactory, auth
 from tests.fixtures.api_helpers import (
     connected_session,
     control_commands,
@@ -22,7 +23,6 @@ from tests.fixtures.api_helpers import (
     session_commands,
     set_state,
 )
-from tests.fixtures.api import ApiClientFactory, auth
 from tests.fixtures.settings import MakeSettings
 
 Db = async_sessionmaker[AsyncSession]

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from appliance.contracts import DownloadMediaReply
 from appliance.settings import Settings
+from tests.fixtures.api import ApiClientFactory, auth
 from tests.fixtures.api_helpers import (
     connected_session,
     control_commands,
@@ -21,7 +22,6 @@ from tests.fixtures.api_helpers import (
     put_heartbeat,
     session_commands,
 )
-from tests.fixtures.api import ApiClientFactory, auth
 from tests.fixtures.settings import MakeSettings
 
 Db = async_sessionmaker[AsyncSession]

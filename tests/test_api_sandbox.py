@@ -7,8 +7,8 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.fixtures.api_helpers import create_session, set_state
 from tests.fixtures.api import ApiClientFactory, auth
+from tests.fixtures.api_helpers import create_session, set_state
 from tests.fixtures.sandbox import PHONE, Phone
 from tests.fixtures.settings import MakeSettings
 

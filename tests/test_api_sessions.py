@@ -13,8 +13,8 @@ from appliance import redis_keys
 from appliance.auth import api_keys
 from appliance.db.models import Message, Session
 from appliance.settings import Settings
-from tests.fixtures.api_helpers import control_commands, create_session, put_heartbeat, set_state
 from tests.fixtures.api import ApiClientFactory, auth
+from tests.fixtures.api_helpers import control_commands, create_session, put_heartbeat, set_state
 from tests.fixtures.settings import MakeSettings
 
 

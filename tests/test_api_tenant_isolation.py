@@ -18,8 +18,8 @@ from appliance.db.models import Session, WebhookDelivery
 from appliance.events.live import Visibility
 from appliance.redis_keys import EVENTS_STREAM
 from appliance.security.master_key import create_master_key
-from tests.fixtures.api_helpers import commands_on, control_commands, create_session, set_state
 from tests.fixtures.api import ApiClientFactory, auth
+from tests.fixtures.api_helpers import commands_on, control_commands, create_session, set_state
 from tests.fixtures.sandbox import PHONE
 from tests.fixtures.settings import MakeSettings
 

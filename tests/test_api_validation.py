@@ -21,8 +21,8 @@ from appliance.contracts import (
 )
 from appliance.redis_keys import EVENTS_STREAM
 from appliance.settings import Settings
-from tests.fixtures.api_helpers import connected_session, put_heartbeat, session_commands
 from tests.fixtures.api import ApiClientFactory, auth
+from tests.fixtures.api_helpers import connected_session, put_heartbeat, session_commands
 from tests.fixtures.settings import MakeSettings
 
 Db = async_sessionmaker[AsyncSession]

@@ -20,8 +20,8 @@ from appliance.events.consumer import EventConsumer
 from appliance.metrics import counters
 from appliance.metrics.http import RequestMetrics
 from appliance.redis_keys import EVENTS_STREAM
-from tests.fixtures.api_helpers import connected_session, create_session, inbound_message
 from tests.fixtures.api import auth
+from tests.fixtures.api_helpers import connected_session, create_session, inbound_message
 from tests.fixtures.settings import MakeSettings
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -24,8 +24,8 @@ from appliance.db.models import Message, Session
 from appliance.db.types import utcnow
 from appliance.services import commands, requeue
 from appliance.settings import Settings
-from tests.fixtures.api_helpers import connected_session, session_commands
 from tests.fixtures.api import ApiClientFactory, auth
+from tests.fixtures.api_helpers import connected_session, session_commands
 from tests.fixtures.killable_redis import KillableRedis
 from tests.fixtures.settings import MakeSettings
 

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from appliance.contracts import EngineHeartbeat, HandshakeSlots, SessionState
 from appliance.db.models import Session
 from appliance.redis_keys import engine_heartbeat_key
-from tests.fixtures.api_helpers import create_session
 from tests.fixtures.api import auth
+from tests.fixtures.api_helpers import create_session
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
