@@ -2,7 +2,7 @@
  * What a session's socket tells us: received messages (`message.received`), receipts for
  * our sends (`message.status` delivered/read), presence (`presence.update`).
  */
-import { proto, type WAMessage, type WAMessageUpdate, type WASocket, type BaileysEventMap } from '@whiskeysockets/baileys'
+import { proto, type BinaryNode, type WAMessage, type WAMessageUpdate, type WASocket, type BaileysEventMap } from '@whiskeysockets/baileys'
 import type { Redis } from 'ioredis'
 import type { EventPublisher } from '../events.js'
 import type { Logger } from '../log.js'
@@ -13,6 +13,8 @@ import { normaliseReceived } from './normalise.js'
 import type { RecentSends, SentRef } from './recent-sends.js'
 
 const Status = proto.WebMessageInfo.Status
+/** Offline-queue ids remembered per socket until their upsert; far above any real backlog. */
+const MAX_OFFLINE_IDS = 50_000
 type Announced = NonNullable<SentRef['status']>
 const RANK: Record<Announced, number> = { sent: 1, delivered: 2, read: 3, failed: 4 }
 
@@ -37,12 +39,27 @@ export class Inbound {
 	attach(session: ManagedSession, sock: WASocket): void {
 		const log = session.logger
 		const guard = (what: string, work: Promise<void>) => work.catch((err: Error) => log.error({ err: err.message }, `${what} failed`))
-		sock.ev.on('messages.upsert', up => guard('handling received messages', this.onUpsert(session, up)))
+		// Baileys upserts a message WhatsApp held while we were offline (the stanza carries
+		// `offline`) as `append`, like history and our own sends; the stanza is the only
+		// place that tells them apart. This listener runs synchronously as the frame is
+		// dispatched, before Baileys' (asynchronous) decryption reaches the upsert.
+		const offline = new Set<string>()
+		sock.ws.on('CB:message', (node: BinaryNode) => {
+			const id = node.attrs.id
+			if (!node.attrs.offline || !id) return
+			if (offline.size >= MAX_OFFLINE_IDS) offline.delete(offline.values().next().value!)
+			offline.add(id)
+		})
+		// One upsert at a time, so received messages are published in the order they came.
+		let upserts: Promise<void> = Promise.resolve()
+		sock.ev.on('messages.upsert', up => {
+			upserts = upserts.then(() => guard('handling received messages', this.onUpsert(session, up, offline)))
+		})
 		sock.ev.on('messages.update', ups => guard('handling message updates', this.onUpdates(session, ups)))
 		sock.ev.on('presence.update', p => guard('handling presence', this.onPresence(session, p)))
 	}
 
-	private async onUpsert(session: ManagedSession, { messages, type }: BaileysEventMap['messages.upsert']): Promise<void> {
+	private async onUpsert(session: ManagedSession, { messages, type }: BaileysEventMap['messages.upsert'], offline: Set<string>): Promise<void> {
 		for (const msg of messages) {
 			// A receipt landing in the same event-buffer window as our own upsert is folded
 			// into it (docs/simulator.md, Baileys quirks): read statuses from both places.
@@ -50,8 +67,12 @@ export class Inbound {
 				await this.onStatus(session, msg.key.id, msg.status)
 				continue
 			}
-			// `append` is history and our other devices' messages; only `notify` is news.
-			if (type !== 'notify') continue
+			// `notify` is news. Of `append`, only what WhatsApp queued while we were offline is:
+			// the rest is our own sends echoed, notification stubs and newsletters. History
+			// sync never comes here (it is `messaging-history.set`, not handled: its own policy).
+			const id = msg.key.id ?? ''
+			const queued = offline.delete(id)
+			if (type !== 'notify' && !queued) continue
 			const payload = normaliseReceived(msg as WAMessage)
 			if (!payload) continue
 			await this.d.events.publish(messageReceived(session.name, payload))
