@@ -40,12 +40,13 @@ def register(app: typer.Typer) -> None:
     service_cli.register(app)
     watchdog_cmd.register(app)
 
-    from appliance.cli import doctor_cmd, messages_cmd, send_cmd, sessions_cmd
+    from appliance.cli import demo_cmd, doctor_cmd, messages_cmd, send_cmd, sessions_cmd
 
     sessions_cmd.register(app)
     send_cmd.register(app)
     messages_cmd.register(app)
     doctor_cmd.register(app)
+    demo_cmd.register(app)
 
     from appliance.cli import backup_cmd
 
