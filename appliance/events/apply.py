@@ -45,6 +45,8 @@ class Applied:
     session_name: str | None = None
     # Which engine runs the session (admin alerts are keyed on it).
     upstream: str | None = None
+    # False for a WhatsApp message already received (a redelivery): no second webhook.
+    fan_out: bool = True
 
 
 async def _session(db: AsyncSession, name: str | None) -> Session | None:
@@ -124,9 +126,10 @@ async def _message_status(db: AsyncSession, event: MessageStatusEvent) -> None:
             message.error_code, message.error_reason = p.code, p.reason
 
 
-async def _message_received(db: AsyncSession, event: MessageReceivedEvent, row: Session) -> None:
+async def _message_received(db: AsyncSession, event: MessageReceivedEvent, row: Session) -> bool:
+    """False when (session, inbound, wa_id) is already stored: WhatsApp delivered it again."""
     p = event.payload
-    await insert_or_ignore(
+    return await insert_or_ignore(
         db,
         Message(
             session_id=row.id,
@@ -170,12 +173,13 @@ async def apply_event(db: AsyncSession, event: Event) -> Applied:
     row = await _session(db, event.session)
     owner = row.owner_key_id if row else None
     session_id = row.id if row else None
+    fan_out = True
     if isinstance(event, SessionStateEvent) and row is not None:
         await _session_state(db, event, row)
     elif isinstance(event, MessageStatusEvent):
         await _message_status(db, event)
     elif isinstance(event, MessageReceivedEvent) and row is not None:
-        await _message_received(db, event, row)
+        fan_out = await _message_received(db, event, row)
     elif isinstance(event, CommandRejectedEvent):
         await _command_rejected(db, event)
     elif isinstance(event, WaVersionRefusedEvent) and row is not None:
@@ -189,4 +193,5 @@ async def apply_event(db: AsyncSession, event: Event) -> Applied:
         owner_key_id=owner,
         session_name=row.public_name if row else None,
         upstream=row.upstream if row else None,
+        fan_out=fan_out,
     )

@@ -160,12 +160,13 @@ class EventConsumer:
                         shown = event
                         if applied.session_name not in (None, event.session):
                             shown = event.model_copy(update={"session": applied.session_name})
-                        await enqueue_deliveries(
-                            db,
-                            shown,
-                            owner_key_id=applied.owner_key_id,
-                            session_id=applied.session_id,
-                        )
+                        if applied.fan_out:  # not for an inbound message seen before
+                            await enqueue_deliveries(
+                                db,
+                                shown,
+                                owner_key_id=applied.owner_key_id,
+                                session_id=applied.session_id,
+                            )
                         if isinstance(event, WaVersionRefusedEvent):
                             alerts.append(
                                 version_refused_alert(
