@@ -52,27 +52,21 @@ JSON bodies are camelCase.
 
 
 class WappApi(FastAPI):
-    """FastAPI, with the JSON send answered ahead of its middleware stack (`fast_send`)."""
+    """FastAPI, inside `TraceMiddleware`, with the JSON send answered at the router's entry
+    (`fast_send.SendEntry`): every middleware of the app wraps it as it wraps any route."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._fast_send = fast_send.FastSend(self)
-        # This worker's request counts (metrics/http.py), the fast send path's included.
+        # This worker's request counts (metrics/http.py), the JSON send's included.
         self.state.request_metrics = self.request_metrics = RequestMetrics()
         # Outermost, around ServerErrorMiddleware too: a 500 carries X-Trace-Id as well.
-        self._traced = TraceMiddleware(self._dispatch, observe=self.request_metrics.observe)
+        self.traced = TraceMiddleware(super().__call__, observe=self.request_metrics.observe)
+        # The router's stack is what the app's middleware stack ends in (Starlette builds
+        # it around `self.router`), so the JSON send is below all of it, added or not.
+        self.router.middleware_stack = fast_send.SendEntry(self.router.middleware_stack, self.state)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._traced(scope, receive, send)
-
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = fast_send.handles(scope)
-        if found is None:
-            await super().__call__(scope, receive, send)
-            return
-        scope["app"] = self
-        scope[fast_send.SCOPE_KEY] = found
-        await self._fast_send(scope, receive, send)
+        await self.traced(scope, receive, send)
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -1,19 +1,19 @@
-"""The JSON send, served ahead of FastAPI's middleware, routing and dependency machinery.
+"""The JSON send: `POST /v1/sessions/{session}/messages` with a JSON body.
 
-`POST /v1/sessions/{session}/messages` with a JSON body is the api's hot path. Under
-load, the layers FastAPI puts around every request (its error, telemetry and body-limit
-middleware, route matching that tries every route in turn, per-request dependency
-solving) cost more CPU than the send itself. `WappApi.__call__` hands exactly that
-request to `FastSend`, which takes the same steps as the route, in the same order:
-throttle and key (`auth.principal_for`), session (`sessions.get_cached`), body
-(`routes.messages` body adapter), `messages.send`, the same 202 body. Errors become the
-same single-shape responses the app's handlers give, an unexpected one included (logged
-with its trace, answered 500). Anything else, a multipart send or an `Idempotency-Key`
-FastAPI would refuse, goes through the app as usual; the route stays the documented
-(OpenAPI) one and serves multipart sends.
+It is the api's hot path. Route matching (every route tried in turn) and FastAPI's
+per-request dependency solving cost more CPU than the send itself, so `send_json` is
+the one function that accepts a JSON send, and `SendEntry` answers it at the router's
+entry: below every middleware of the app, above route matching.
 
-`FastSend` runs inside the app's outermost `TraceMiddleware` (`WappApi`), so the
-`X-Trace-Id` header and the one log line per request are the same as on any route.
+`create_app` puts `SendEntry` in front of the router (`WappApi`), so whatever wraps the
+router wraps the JSON send too: the trace id and the one log line per request, request
+metrics (`TraceMiddleware`), FastAPI's error, telemetry and body-limit layers, the app's
+exception handlers (the one error shape: `send_json` raises, the handlers answer) and any
+middleware added to the app later. tests/test_api_send_entry.py pins that stack.
+
+Anything else on the router goes on to it; so does a multipart send (the route serves
+it) and an `Idempotency-Key` the route's header validation refuses (422). The route
+stays the one in the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -21,17 +21,15 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.datastructures import State
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from appliance.api import auth
-from appliance.api.errors import error_response, unexpected_response, validation_response
 from appliance.api.routes import messages as routes
 from appliance.api.state import AppState
-from appliance.errors import PayloadTooLarge, WappError
+from appliance.auth import presented
+from appliance.errors import PayloadTooLarge
 from appliance.metrics import http as http_metrics
 from appliance.services import messages, sessions
 
@@ -41,8 +39,6 @@ _IDEMPOTENCY_MAX: Final = 255
 # A text is at most 65,536 characters (4 bytes each in UTF-8 at worst), mentions and a
 # contact card far less: no valid JSON send comes near this.
 MAX_JSON_BODY: Final = 1024 * 1024
-# Where `WappApi` leaves what `handles` found.
-SCOPE_KEY: Final = "wapp.fast_send"
 _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 
 
@@ -54,14 +50,8 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
     return found
 
 
-def _presented_key(headers: dict[bytes, bytes]) -> str | None:
-    """`Authorization: Bearer <key>` first, else `X-Api-Key` (as HTTPBearer/APIKeyHeader)."""
-    authorization = headers.get(b"authorization", b"").decode("latin-1")
-    scheme, _, credentials = authorization.partition(" ")
-    credentials = credentials.strip()
-    if authorization and scheme and credentials and scheme.lower() == "bearer":
-        return credentials
-    return headers.get(b"x-api-key", b"").decode("latin-1") or None
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
 
 
 async def _body(receive: Receive) -> bytes:
@@ -84,8 +74,8 @@ async def _body(receive: Receive) -> bytes:
 
 
 def handles(scope: Scope) -> tuple[str, dict[bytes, bytes]] | None:
-    """(session reference, headers) when this request is a JSON send the fast path
-    serves; the headers are read once, here, for the whole request."""
+    """(session reference, headers) when this request is a JSON send; the headers are
+    read once, here, for the whole request."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return None
     path: str = scope["path"]
@@ -104,33 +94,68 @@ def handles(scope: Scope) -> tuple[str, dict[bytes, bytes]] | None:
     return match.group(1), headers
 
 
-class FastSend:
-    """Answers a request `handles` accepted; `app` is the FastAPI app whose state it uses."""
+async def send_json(
+    state: AppState,
+    scope: Scope,
+    receive: Receive,
+    session_ref: str,
+    headers: dict[bytes, bytes],
+) -> bytes:
+    """Accept one JSON send and give its 202 body; errors are raised (WappError,
+    RequestValidationError) for the app's handlers. The steps in the route's order: the
+    key (`presented.authenticate`), the session (its 1 s row cache), the body (up to
+    `MAX_JSON_BODY`, validated with the route's adapter), `messages.send`."""
+    client = scope.get("client")
+    principal = await presented.authenticate(
+        state.reader,
+        state.redis,
+        state.settings.api,
+        address=client[0] if client else "unknown",
+        authorization=_text(headers.get(b"authorization")),
+        api_key=_text(headers.get(b"x-api-key")),
+    )
+    row = await sessions.get_cached(state.reader, principal, session_ref)
+    raw = await _body(receive)
+    try:
+        body = routes.BODY.validate_json(raw)
+    except ValidationError as exc:
+        raise routes.body_error(exc, "body") from exc
+    accepted = await messages.send(
+        writer=state.writer,
+        reader=state.reader,
+        redis=state.redis,
+        settings=state.settings,
+        principal=principal,
+        session=row,
+        body=body,
+        idempotency_key=_text(headers.get(b"idempotency-key")),
+        batcher=state.sends,
+    )
+    return routes.accepted_json(accepted.message, row)
 
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
+
+class SendEntry:
+    """The router's entry: a JSON send is answered by `send_json`, anything else goes
+    on to `router` (the router's own stack). `state` is the app's (`app.state`), whose
+    `wapp` the lifespan sets."""
+
+    def __init__(self, router: ASGIApp, state: State) -> None:
+        self.router = router
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        session_ref, headers = scope[SCOPE_KEY]
+        found = handles(scope)
+        if found is None:
+            await self.router(scope, receive, send)
+            return
         # Request metrics count it under the route's template, as if the router had matched.
         scope[http_metrics.ROUTE_KEY] = ROUTE
-        state: AppState = self.app.state.wapp
+        session_ref, headers = found
+        wapp: AppState = self.state.wapp
         try:
-            body = await self._send(
-                state, scope, receive, headers, session_ref, headers.get(b"idempotency-key")
-            )
-        except WappError as exc:
-            await error_response(exc)(scope, receive, send)
-            return
-        except RequestValidationError as exc:
-            await validation_response(exc)(scope, receive, send)
-            return
+            body = await send_json(wapp, scope, receive, session_ref, headers)
         except ClientDisconnect:
-            return
-        except Exception as exc:
-            # What the app's ServerErrorMiddleware and `_on_unexpected` would do.
-            await unexpected_response(exc)(scope, receive, send)
-            return
+            return  # nobody left to answer
         await send(
             {
                 "type": "http.response.start",
@@ -139,34 +164,3 @@ class FastSend:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-    async def _send(
-        self,
-        state: AppState,
-        scope: Scope,
-        receive: Receive,
-        headers: dict[bytes, bytes],
-        session_ref: str,
-        idempotency: bytes | None,
-    ) -> bytes:
-        client = scope.get("client")
-        address = client[0] if client else "unknown"
-        principal = await auth.principal_for(state, address, _presented_key(headers))
-        row = await sessions.get_cached(state.reader, principal, session_ref)
-        raw = await _body(receive)
-        try:
-            body = routes.BODY.validate_json(raw)
-        except ValidationError as exc:
-            raise routes.body_error(exc, "body") from exc
-        accepted = await messages.send(
-            writer=state.writer,
-            reader=state.reader,
-            redis=state.redis,
-            settings=state.settings,
-            principal=principal,
-            session=row,
-            body=body,
-            idempotency_key=idempotency.decode("latin-1") if idempotency is not None else None,
-            batcher=state.sends,
-        )
-        return routes.accepted_json(accepted.message, row)

@@ -206,15 +206,9 @@ async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
 async def _parsed(
     request: Request, max_bytes: int
 ) -> AsyncIterator[tuple[Any, messages.Upload | None]]:
-    """The body and the upload, if any; an upload's spooled file is closed on exit."""
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        try:
-            body = BODY.validate_json(await request.body())
-        except ValidationError as exc:
-            raise body_error(exc, "body") from exc
-        yield body, None
-        return
+    """A multipart send's body and upload; the upload's spooled file is closed on exit.
+    Only multipart sends reach the route: a JSON one is answered at the router's entry
+    (appliance/api/fast_send.py)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes + _MULTIPART_SLACK:
         raise MediaTooLarge(f"media larger than {max_bytes} bytes", details={"maxBytes": max_bytes})

@@ -20,13 +20,6 @@ router = APIRouter(tags=["metrics"])
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 
-def _presented_key(request: Request) -> str | None:
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return request.headers.get("x-api-key") or None
-
-
 def _is_loopback(request: Request) -> bool:
     # With [api] trusted_proxies, uvicorn has already put the proxied client's address
     # here: a request relayed by a local proxy is not loopback.
@@ -41,8 +34,7 @@ async def _allow(state: AppState, request: Request) -> None:
     mode = state.settings.api.metrics_access
     if mode == "open" or (mode == "loopback" and _is_loopback(request)):
         return
-    address = request.client.host if request.client else "unknown"
-    principal = await auth.principal_for(state, address, _presented_key(request))
+    principal = await auth.principal_of(state, request)
     if not principal.is_admin:
         raise Forbidden("metrics need an admin API key")
 
