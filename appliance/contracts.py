@@ -586,7 +586,7 @@ class EngineHeartbeat(Model):
     at: datetime | None = None
     session_states: dict[str, SessionState] = Field(default_factory=dict)
     handshakes: HandshakeSlots | None = None
-    # The WhatsApp Web version new sockets log in with (issue 12): a stale one is refused.
+    # The WhatsApp Web version new sockets log in with: WhatsApp refuses a stale one.
     wa_version: WaVersionInUse | None = None
 
 

@@ -15,7 +15,7 @@ GENERATED_DIR = ENGINE_DIR / "src" / "generated"
 MIGRATIONS_DIR = PACKAGE_DIR / "migrations"
 
 
-# --- modes of the appliance's private files (issue 11 item 12) -------------------------
+# --- modes of the appliance's private files ---------------------------------------------
 # The data dir holds the database, the master key, Redis' AOF and media: nobody but the
 # appliance's user reads any of it. Created 0700; found wider, tightened when ours.
 DATA_DIR_MODE = 0o700

@@ -1,6 +1,6 @@
 # ruff: noqa: F811  (the api_process fixture imported from tests.fixtures)
 """The api's logs: every answer carries `X-Trace-Id`, every request is one JSON line with
-it, and a 500's line carries the stack (issue 11, item 13). Through a real `wapp api`."""
+it, and a 500's line carries the stack. Through a real `wapp api`."""
 
 from __future__ import annotations
 

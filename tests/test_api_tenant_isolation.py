@@ -1,4 +1,4 @@
-"""Tenants do not meet (issue 11 item 9): sandbox numbers and contacts belong to the key
+"""Tenants do not meet: sandbox numbers and contacts belong to the key
 that made them, and session names are per key."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The bad-key throttle (issue 11 item 10): one bad client cannot lock out good keys,
+"""The bad-key throttle: one bad client cannot lock out good keys,
 and nobody picks the address it is counted under with X-Forwarded-For."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Bad input gets a clear error in the one shape, never a 500 (issue 11, items 7 and 8):
+"""Bad input gets a clear error in the one shape, never a 500:
 bounded integers, unreadable multipart, 405 with `Allow`, timestamps that are not
 ISO 8601, and phone numbers written the way people write them."""
 

@@ -1,4 +1,4 @@
-"""Migration 0006 (issue 11 item 9) keeps what is there: every session's name becomes its
+"""Migration 0006 keeps what is there: every session's name becomes its
 display name too, and a sandbox phone in use goes to the key of its oldest session."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A send to a number that is not on WhatsApp (issue 11, item 6), end to end through HTTP
+"""A send to a number that is not on WhatsApp, end to end through HTTP
 on the real stack with the sandbox: accepted with 202, then `failed` with the error code
 NOT_ON_WHATSAPP in the message, its timeline and the live event stream, while a send to a
 registered number (a simulated contact) from the same session is still delivered."""

@@ -1,4 +1,4 @@
-"""Private files (issue 11 item 12): the data dir 0700, the SQLite database and its
+"""Private files: the data dir 0700, the SQLite database and its
 WAL/SHM 0600, and the managed Redis writing only its AOF (no dump.rdb)."""
 
 from __future__ import annotations

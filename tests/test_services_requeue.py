@@ -1,4 +1,4 @@
-"""The database is the system of record for sends (issue 11, item 3): a committed row whose
+"""The database is the system of record for sends: a committed row whose
 command is not in Redis is always enqueued, by a retry's replay or by the sweep; a send
 whose enqueue fails answers 503 with its real id, never a 500."""
 
@@ -128,7 +128,7 @@ async def test_redis_killed_mid_burst_loses_and_duplicates_nothing(
     admin_key: str,
     db_sessionmaker: Db,
 ) -> None:
-    """As the issue's chaos run: kill -9 of Redis mid-burst, refused for 0.4 s, and a
+    """A chaos run: kill -9 of Redis mid-burst, refused for 0.4 s, and a
     client that retries every failed request with its Idempotency-Key."""
     async with api_client_for(settings_on_killable) as client:
         await connected_session(client, admin_key, db_sessionmaker)

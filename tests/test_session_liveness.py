@@ -1,4 +1,4 @@
-"""Issue 11 item 2, api side: the session state shown is what the engine last saw, and
+"""Session liveness, api side: the session state shown is what the engine last saw, and
 /readyz names an engine whose handshakes are stuck.
 
 The engine's heartbeat (what a real engine writes, see engine/test/engine/heartbeat.test.ts)

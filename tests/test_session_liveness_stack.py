@@ -1,4 +1,4 @@
-"""Issue 11 item 2 on the real stack (`wapp up -d`, HTTP only, signals to real processes).
+"""Session liveness on the real stack (`wapp up -d`, HTTP only, signals to real processes).
 
 - The simulator frozen with SIGSTOP: 8 sessions take every handshake slot, /readyz names
   the stuck sandbox engine; all 8 are stopped mid-handshake; after SIGCONT a new session

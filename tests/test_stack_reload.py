@@ -1,4 +1,4 @@
-"""A running stack and a changed or broken config file (issue 11, items 14 and 15):
+"""A running stack and a changed or broken config file:
 `wapp status` says the settings differ, `wapp up -d` points to `wapp reload`, which
 restarts only what changed; `wapp restart`; `down`/`status`/`logs` on a broken file."""
 

@@ -61,7 +61,7 @@ def _engine_restarted(supervisor: Supervisor, old_pid: int) -> Callable[[], int 
 def test_a_killed_engine_is_restarted_alerted_readyz_recovers_and_down_leaves_no_process(
     stack_dir: StackDir, receiver: Receiver
 ) -> None:
-    """The issue's "done when": supervisor heals a SIGKILLed engine and /readyz follows;
+    """Supervisor heals a SIGKILLed engine and /readyz follows;
     the api sees the new engine's heartbeat and sends the `engine.recycled` admin alert."""
     with stack_dir.config.open("a", encoding="utf-8") as config:
         config.write(f'[webhooks]\nalert_webhook_url = "{receiver.url}"\n')

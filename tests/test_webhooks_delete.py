@@ -1,5 +1,5 @@
 # ruff: noqa: F811  (fixtures imported from test_webhooks_support are requested by name)
-"""Deleting an endpoint while its deliveries are in flight (issue 11, item 5).
+"""Deleting an endpoint while its deliveries are in flight.
 
 A delete stops the endpoint's posts at once (only posts already on the wire may still
 arrive), and the outcomes of other endpoints recorded in the same batch are never lost

@@ -1,6 +1,6 @@
 # ruff: noqa: F811  (fixtures imported from test_webhooks_support are requested by name)
-"""A QR (or pairing code) leaves the delivery rows once its delivery is over (issue 11,
-item 11): the QR string carries the companion's ADV secret."""
+"""A QR (or pairing code) leaves the delivery rows once its delivery is over: the QR
+string carries the companion's ADV secret."""
 
 from __future__ import annotations
 

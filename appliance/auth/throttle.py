@@ -1,4 +1,4 @@
-"""Slow down bad keys without locking out good ones (issue 11 item 10).
+"""Slow down bad keys without locking out good ones.
 
 Failures are counted in Redis (INCR + EXPIRE, a fixed window shared by every api
 worker) per (address, presented key id), and per address over every key id. Every

@@ -1,4 +1,4 @@
-"""Session names are per key (issue 11 item 9).
+"""Session names are per key: two tenants may both call a session `sales`.
 
 A session has two names. `display_name` is the one its owner gave: unique per owner
 key, what the API shows and takes (`/v1/sessions/{name}`). `name` is its engine name:

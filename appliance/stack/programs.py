@@ -1,7 +1,7 @@
 """What supervisord runs, decided by the settings alone.
 
 Priorities make redis start first and stop last; the engine's stop timeout outlasts its
-10 s drain so supervisord never SIGKILLs a draining engine.
+9 s drain so supervisord never SIGKILLs a draining engine.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Webhooks: a durable, signed, replayable outbox (issue 6). See docs/webhooks.md."""
+"""Webhooks: a durable, signed, replayable outbox. See docs/webhooks.md."""

@@ -36,9 +36,9 @@ export class CommandRejection extends Error {
 export type DispatchOutcome = { kind: 'handled' } | { kind: 'rejected'; code: RejectionCode; reason: string }
 
 /**
- * Command type -> handler. The session multiplexer (issue 4) registers its handlers here;
- * until then no type has one, and every valid command is rejected as UNSUPPORTED_COMMAND
- * rather than silently acked.
+ * Command type -> handler. The engine's modules (sessions, messaging, ballast) register
+ * their handlers here; a valid command whose type has none is rejected as
+ * UNSUPPORTED_COMMAND rather than silently acked, so a sender learns it went nowhere.
  */
 export class CommandDispatcher {
 	// Keyed by type, so a handler is only ever called with the command type it registered

@@ -35,7 +35,7 @@ export interface EngineOptions {
  * (config, signals, exit codes); this owns start and stop order.
  *
  * Start: upstream trust, manager (master key), heartbeat, modules, consumer, then the
- * sessions of the registry. Stop (item 9): no new commands (guard, consumer), modules
+ * sessions of the registry. Stop: no new commands (guard, consumer), modules
  * finish their in-flight sends, sockets closed WITHOUT logging out, auth writes flushed,
  * heartbeat stopped, Redis closed.
  */

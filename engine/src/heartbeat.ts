@@ -4,7 +4,7 @@ import type { Logger } from './log.js'
 import { LoopLagMonitor } from './loop-lag.js'
 import { waVersionInUse } from './upstream/version.js'
 
-/** How many sessions the engine holds; the session manager (issue 4) provides it. */
+/** How many sessions the engine holds; the session manager provides it. */
 export type SessionCount = () => number
 
 /** The sessions the engine holds (name -> state) and its handshake slots, for the api. */

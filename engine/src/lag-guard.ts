@@ -15,7 +15,7 @@ export interface LagGuardOptions {
 }
 
 /**
- * The event-loop-lag guard (item 7). A saturated loop misses WhatsApp keep-alives and
+ * The event-loop-lag guard. A saturated loop misses WhatsApp keep-alives and
  * drops sockets (408), so above a threshold the engine stops taking new work: every
  * command reader consults `readingAllowed()` before its next read. Work already in hand
  * goes on; queued commands wait in Redis, where they are safe.

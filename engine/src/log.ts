@@ -19,8 +19,8 @@ export interface RootLoggerOptions {
 /**
  * The process's one root logger: JSON lines on stdout (supervisor/journald collect them),
  * level names as text so `wapp logs` stays readable, ISO timestamps. Every concern takes a
- * `.child({ component })`, every command a `.child({ trace_id, ... })`, and (issue 4) every
- * session a `.child({ session })` handed to its Baileys socket.
+ * `.child({ component })`, every command a `.child({ trace_id, ... })`, and every session
+ * a `.child({ session })` handed to its Baileys socket, so each line names its session.
  */
 export function createRootLogger(opts: RootLoggerOptions): Logger {
 	const base: Record<string, unknown> = { service: 'engine', pid: process.pid }

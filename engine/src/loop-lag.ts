@@ -5,8 +5,8 @@ const RESOLUTION_MS = 10
 /**
  * Event-loop lag from perf_hooks. The histogram records the whole time between its timer's
  * ticks (so an idle loop reads ~RESOLUTION_MS); the lag is what exceeds the resolution.
- * A saturated loop misses WhatsApp keep-alives, so this number matters (issue 4 pauses
- * reading commands above a threshold; the heartbeat reports it).
+ * A saturated loop misses WhatsApp keep-alives, so this number matters (the lag guard
+ * pauses reading commands above a threshold; the heartbeat reports it).
  */
 export class LoopLagMonitor {
 	private readonly histogram = monitorEventLoopDelay({ resolution: RESOLUTION_MS })

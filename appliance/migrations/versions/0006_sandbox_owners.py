@@ -1,4 +1,4 @@
-"""Sandbox numbers belong to a key, and session names are per key (issue 11 item 9).
+"""Sandbox numbers belong to a key, and session names are per key.
 
 `sandbox_numbers`: a simulated number (a sandbox session's phone or a simulated
 contact) and the key that first used it; other tenants get 404 for it. Numbers already

@@ -1,6 +1,7 @@
 /**
- * Messaging: everything the engine does with a session once it is connected (issue 4,
- * items 3, 4, 6 and the `getMessage` store of item 7). Plugs into the engine as an
+ * Messaging: everything the engine does with a session once it is connected (paced sends,
+ * acks and receipts, inbound messages, and the `getMessage` store Baileys asks when a
+ * recipient needs a message re-sent). Plugs into the engine as an
  * EngineModule: control-stream handlers on the engine's dispatcher, per-session command
  * streams read by its own StreamReader, socket hooks for what the sockets report.
  */

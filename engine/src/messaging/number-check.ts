@@ -1,5 +1,5 @@
 /**
- * "Is this number on WhatsApp?" before a 1:1 send (issue 11, item 6). Without it a send to
+ * "Is this number on WhatsApp?" before a 1:1 send. Without it a send to
  * an unregistered number is encrypted to nobody, acked by the server, and stays `sent`
  * forever. With it the send is `failed{code: NOT_ON_WHATSAPP}` and nothing leaves.
  *

@@ -1,5 +1,5 @@
 /**
- * The session manager (item 1): every Baileys socket of this engine, started, stopped,
+ * The session manager: every Baileys socket of this engine, started, stopped,
  * logged out and restarted on command, restored at start. The engine cannot read SQL, so
  * it keeps its own registry in Redis, `wapp:engine:{upstream}:sessions` (hash: session ->
  * its `session_start` payload as JSON), written on start and removed on stop and logout;

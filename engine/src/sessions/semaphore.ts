@@ -12,7 +12,7 @@ export interface SlotStats {
 }
 
 /**
- * At most `limit` holders at once; the rest wait in FIFO order (handshakes, item 1).
+ * At most `limit` holders at once (the handshakes); the rest wait in FIFO order.
  *
  * Every holder and waiter is timestamped, so a slot that is never given back shows up in
  * `stats()` (and from there in the heartbeat and `/readyz`) instead of freezing every

@@ -1,5 +1,5 @@
 /**
- * The caches every Baileys socket is handed (item 7): views over ONE process-wide
+ * The caches every Baileys socket is handed: views over ONE process-wide
  * budgeted LRU, prefixed per session, so a socket never builds its own NodeCache (with a
  * timer per entry) and the whole process stays under one byte budget however many
  * sessions it holds. The signal key cache (auth/redis-auth.ts) shares the same LRU.

@@ -1,5 +1,5 @@
 /**
- * Which WhatsApp the engine's sockets talk to (item 8). Baileys trusts one root key per
+ * Which WhatsApp the engine's sockets talk to. Baileys trusts one root key per
  * process (`WA_CERT_DETAILS`), so an engine serves one upstream:
  * - `whatsapp`: Baileys' defaults, untouched. This module never installs a key for it.
  * - `sandbox`: the bundled simulator. Its root public key goes into WA_CERT_DETAILS, its

@@ -1,5 +1,5 @@
 /**
- * The WhatsApp Web version the sockets announce (issue 12). WhatsApp refuses logins from a
+ * The WhatsApp Web version the sockets announce. WhatsApp refuses logins from a
  * client whose version went stale (`<failure reason="405"/>`), and then no QR ever appears.
  * So the engine reads the current version at start and every `refresh_s` from
  * `wa_version.url`, keeps it in Redis (the last good value survives restarts and offline

@@ -154,7 +154,7 @@ describe('at start the engine takes over what a dead engine left pending', { tim
 		await engine.waitForLog('engine started', l => l.msg === 'engine started')
 		const rejection = await engine.waitForLog('the stale command answered', l => l.entry_id === staleId && l.msg === 'command rejected')
 		assert.equal(rejection.trace_id, stale.trace_id)
-		// session_stop has a handler since issue 4; this engine holds no session sales-1.
+		// session_stop has a handler (the session manager's); this engine holds no session sales-1.
 		assert.equal(rejection.code, 'UNKNOWN_SESSION')
 
 		const pending = (await client.xpending(STREAM, GROUP, '-', '+', 10)) as [string, string, number, number][]

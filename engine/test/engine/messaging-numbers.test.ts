@@ -1,5 +1,5 @@
 /**
- * Sends to numbers that are not on WhatsApp (issue 11, item 6): failed with
+ * Sends to numbers that are not on WhatsApp: failed with
  * NOT_ON_WHATSAPP, nothing reaches the simulator, the answer cached per session, lookups
  * paced; sends to registered numbers (a simulated contact, a paired account) unchanged.
  */

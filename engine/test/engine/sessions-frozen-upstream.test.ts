@@ -1,5 +1,5 @@
 /**
- * Issue 11 item 2: a session stopped, logged out or restarted mid-handshake gives its
+ * A session stopped, logged out or restarted mid-handshake gives its
  * handshake slot back. With the simulator frozen (SIGSTOP), 8 sessions take all 8 slots;
  * every one of them leaves by stop, logout or restart-then-stop; the slots are free again
  * and, once the simulator resumes, a new session connects. Before the fix each of these

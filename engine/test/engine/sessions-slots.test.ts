@@ -1,5 +1,5 @@
 /**
- * The handshake slots' accounting (issue 11 item 2): at most `limit` holders, FIFO
+ * The handshake slots' accounting: at most `limit` holders, FIFO
  * waiters, a release that counts once however often it is called, and the ages the
  * heartbeat reports so a slot never given back cannot hide.
  */

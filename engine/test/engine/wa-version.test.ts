@@ -1,5 +1,5 @@
 /**
- * The WhatsApp Web version (issue 12): fetched from `wa_version.url` at start (a real local
+ * The WhatsApp Web version: fetched from `wa_version.url` at start (a real local
  * HTTP server plays web.whatsapp.com), stored in Redis, reported in the heartbeat and
  * announced by the sockets; offline, the stored one, else Baileys' pinned one; a login
  * refused for an old version (the simulator's min-version fault) publishes
