@@ -1,4 +1,5 @@
-"""The JSON send goes through every middleware of the app (issue 15 item 1).
+"""The JSON send goes through every middleware of the app, so a middleware added later
+cannot silently skip the busiest endpoint.
 
 The JSON send is answered at the router's entry (appliance/api/fast_send.py), below the
 app's whole middleware stack. `PINNED` is that stack, outermost first, each layer with

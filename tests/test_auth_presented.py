@@ -1,4 +1,4 @@
-"""One way to read a key (issue 15 item 2): every entry gives the same answer.
+"""One way to read a key: every entry gives the same answer.
 
 The entries are a REST route (`GET /v1/keys/me`, the FastAPI dependency), the JSON send
 (answered at the router's entry), `GET /metrics` (with `metrics_access = "admin"`) and
