@@ -221,3 +221,24 @@ async def test_the_apps_body_limit_applies_to_the_json_send(
     async with db_sessionmaker() as db:
         assert len((await db.scalars(sa.select(MessageRow))).all()) == 1
     assert len(await session_commands(redis, "sales-1")) == 1
+
+
+@pytest.mark.parametrize("idempotency_key", ["", "k" * 256])
+async def test_a_json_send_the_route_refuses_by_its_header_answers_422(
+    api_client: httpx.AsyncClient,
+    tenant_key: str,
+    db_sessionmaker: Db,
+    redis: aioredis.Redis,
+    idempotency_key: str,
+) -> None:
+    # Left to the route (the entry takes only keys of 1-255 characters), whose header
+    # validation refuses it before any body is read: its JSON is never parsed there.
+    await connected_session(api_client, tenant_key, db_sessionmaker)
+    response = await api_client.post(
+        SEND, json=TEXT, headers={**auth(tenant_key), "Idempotency-Key": idempotency_key}
+    )
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert error["details"]["fields"][0]["field"].lower() == "header.idempotency-key"
+    assert await session_commands(redis, "sales-1") == []
