@@ -125,6 +125,12 @@ def reconnect_seen_key(event_id: str) -> str:
     return f"wapp:metrics:reconnect-seen:{event_id}"
 
 
+def reconnect_times_key(session: str) -> str:
+    """Sorted set of a session's recent reconnect events (event id, scored by the time the
+    engine reported it), trimmed to the last hour: how `wapp doctor` finds flapping."""
+    return f"wapp:metrics:reconnect-times:{session}"
+
+
 def engine_boot_alert_key(upstream: Upstream, pid: int, started_at: str) -> str:
     """Whoever sets this first (NX) alerts for this boot of the engine."""
     return f"wapp:alert:engine-boot:{upstream}:{pid}:{started_at}"
@@ -166,6 +172,7 @@ TEMPLATES: Final[dict[str, str]] = {
     "consumer_liveness_key": "wapp:api:consumer:{name}",
     "engine_last_boot_key": "wapp:metrics:engine-boot:{upstream}",
     "reconnect_seen_key": "wapp:metrics:reconnect-seen:{event_id}",
+    "reconnect_times_key": "wapp:metrics:reconnect-times:{session}",
     "engine_boot_alert_key": "wapp:alert:engine-boot:{upstream}:{pid}:{started_at}",
     "alert_interval_key": "wapp:alerts:{subject}",
 }

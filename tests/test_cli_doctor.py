@@ -1,17 +1,22 @@
 """`wapp doctor` against a real stack: healthy, then each problem found with what to do
-and exit 1 (a stopped program, a failed session, dead letters, a changed config)."""
+and exit 1 (a stopped program, a failed session, a flapping one, dead letters, a changed
+config)."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
+from appliance.contracts import SessionStateEvent, SessionStatePayload
 from appliance.db.engine import create_db_engine
 from appliance.db.models import Session
+from appliance.redis_client import create_redis
+from appliance.redis_keys import EVENTS_STREAM
 from appliance.settings import load_settings
 from tests.fixtures.cli_stack import CliStack
 
@@ -121,3 +126,79 @@ def test_doctor_without_a_stack_says_so_and_exits_1(stack_dir: Any) -> None:
     result = stack_dir.wapp("doctor", timeout=120)
     assert result.returncode == 1
     assert "wapp up -d" in result.stdout
+
+
+def _engine_reports(cli_stack: CliStack, session: str, offsets_s: list[float]) -> None:
+    """`session.state reconnecting` events as the engine publishes them on wapp:events,
+    one per offset (seconds from now), then waits until the api's consumer has read them."""
+
+    async def go() -> None:
+        redis = create_redis(load_settings(cli_stack.stack.config, search=False))
+        try:
+            now = datetime.now(UTC)
+            for attempt, offset in enumerate(offsets_s, start=1):
+                event = SessionStateEvent(
+                    session=session,
+                    timestamp=now + timedelta(seconds=offset),
+                    payload=SessionStatePayload(
+                        state="reconnecting", attempt=attempt, reason="connection lost"
+                    ),
+                )
+                await redis.xadd(EVENTS_STREAM, {"data": event.model_dump_json()})
+            for _ in range(300):
+                groups = await redis.xinfo_groups(EVENTS_STREAM)
+                [api] = [g for g in groups if g["name"] in ("api", b"api")]
+                if not api["lag"] and not api["pending"]:
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"the api did not consume the events: {api}")
+        finally:
+            await redis.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_flapping_session_needs_action_and_old_reconnects_do_not_count(
+    cli_stack: CliStack,
+) -> None:
+    created = cli_stack.wapp("sessions", "create", "flappy", "--sandbox")
+    assert created.returncode == 0, created.stderr
+    try:
+        # Six reconnects, but 20 to 25 minutes ago: outside the default 15 minute window.
+        _engine_reports(cli_stack, "flappy", [-1500, -1440, -1380, -1320, -1260, -1200])
+        _, report = _doctor(cli_stack)
+        assert not [f for f in report["findings"] if f["check"] == "session flappy flapping"]
+        assert _finding(report, "sessions", "flapping")["level"] == "ok"
+        # Looking back 30 minutes, they are six: more than the default five.
+        wide = cli_stack.wapp("doctor", "--json", "--flap-window", "30")
+        assert wide.returncode == 1
+        found = _finding(orjson.loads(wide.stdout), "sessions", "session flappy flapping")
+        assert found["level"] == "warn"
+        assert found["detail"].startswith("6 reconnects in the last 30 min")
+
+        # Six recent ones: flapping by default, with what to do; exit 1.
+        _engine_reports(cli_stack, "flappy", [-300, -240, -180, -120, -60, 0])
+        code, report = _doctor(cli_stack)
+        assert code == 1
+        found = _finding(report, "sessions", "session flappy flapping")
+        assert found["level"] == "warn"
+        assert found["detail"].startswith("6 reconnects in the last 15 min")
+        assert "wapp logs engine" in found["action"]
+        assert "wapp sessions restart flappy" in found["action"]
+        human = cli_stack.wapp("doctor")
+        assert "flapping" in human.stdout
+        # The threshold is the operator's: six is not more than six.
+        _, report = _doctor_with(cli_stack, "--flap-reconnects", "6")
+        assert _finding(report, "sessions", "flapping")["level"] == "ok"
+        # A window beyond what is kept is refused, not silently cut short.
+        refused = cli_stack.wapp("doctor", "--flap-window", "61")
+        assert refused.returncode == 2
+        assert "Traceback" not in refused.stderr
+    finally:
+        cli_stack.wapp("sessions", "delete", "flappy", "--yes")
+
+
+def _doctor_with(cli_stack: CliStack, *args: str) -> tuple[int, dict[str, Any]]:
+    result = cli_stack.wapp("doctor", "--json", *args)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, orjson.loads(result.stdout)

@@ -16,6 +16,7 @@ from appliance.contracts import Upstream
 from appliance.db import migrate
 from appliance.db.models import Session, WebhookDelivery
 from appliance.doctor.findings import Finding, fail, info, ok, warn
+from appliance.metrics import counters
 from appliance.services import commands
 from appliance.settings import Settings
 from appliance.stack.layout import StackLayout
@@ -27,6 +28,12 @@ STUCK_AFTER = timedelta(minutes=5)
 _TRANSIENT = ("connecting", "reconnecting")
 # The webhook backlog that is more than a burst.
 BACKLOG_WARN = 1000
+# Flapping: more than FLAP_RECONNECTS reconnects within FLAP_WINDOW. A healthy session
+# reconnects a few times a day (server-side resets); one that keeps dropping its link
+# (bad network, a number WhatsApp is throttling, two boxes running it) reconnects again
+# and again without ever reaching `failed`, which takes 3 attempts in a row.
+FLAP_WINDOW = timedelta(minutes=15)
+FLAP_RECONNECTS = 5
 
 
 def programs(settings: Settings) -> list[Finding]:
@@ -193,6 +200,45 @@ async def sessions(reader: async_sessionmaker[AsyncSession]) -> list[Finding]:
             )
     connected = sum(1 for r in rows if r.state == "connected")
     found.append(info("sessions", "active", f"{connected} of {len(rows)} connected"))
+    return found
+
+
+async def flapping(
+    redis: aioredis.Redis,
+    reader: async_sessionmaker[AsyncSession],
+    *,
+    window: timedelta = FLAP_WINDOW,
+    limit: int = FLAP_RECONNECTS,
+) -> list[Finding]:
+    """Active sessions that reconnected more than `limit` times within `window`, from the
+    reconnect events the engine reported (metrics/counters.py keeps their times)."""
+    async with reader() as db:
+        rows = list(
+            (await db.scalars(sa.select(Session).where(col(Session.active).is_(True)))).all()
+        )
+    since = datetime.now(UTC) - window
+    minutes = f"{window.total_seconds() / 60:g} min"
+    found = []
+    try:
+        for row in rows:
+            count = await counters.recent_reconnects(redis, row.name, since)
+            if count > limit:
+                found.append(
+                    warn(
+                        "sessions",
+                        f"session {row.public_name} flapping",
+                        f"{count} reconnects in the last {minutes} (now {row.state})",
+                        "`wapp logs engine` says why it drops; check the box's network; "
+                        "a number run on another box too keeps kicking this one off; "
+                        f"then `wapp sessions restart {row.public_name}`",
+                    )
+                )
+    except (RedisError, OSError) as exc:
+        return [fail("sessions", "flapping", str(exc), "`wapp status`; `wapp logs redis`")]
+    if not found:
+        found.append(
+            ok("sessions", "flapping", f"none over {limit} reconnects in the last {minutes}")
+        )
     return found
 
 

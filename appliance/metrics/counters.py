@@ -12,6 +12,9 @@
   `reconnecting` the engine published (one per reconnect attempt it schedules), counted by
   the event consumer after its commit. The consumer may run an event's after-commit step
   again (a redelivered batch), so the count is claimed per event id (`SET NX`).
+  The same claim also adds the event to the session's recent reconnects (a sorted set
+  scored by the engine's event time, trimmed to `RECENT_RECONNECTS_S`), which `wapp doctor`
+  counts over its window to find flapping sessions: a total alone cannot say "lately".
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Final
 
 import redis.asyncio as aioredis
@@ -34,6 +38,8 @@ RESTARTS_KEY: Final = redis_keys.ENGINE_RESTARTS_KEY
 RECONNECTS_KEY: Final = redis_keys.RECONNECTS_KEY
 # How long an event id stays claimed: far longer than any redelivery of it.
 EVENT_CLAIM_TTL_S: Final = 7 * 86400
+# How far back a session's reconnect times are kept: the longest window doctor looks at.
+RECENT_RECONNECTS_S: Final = 3600
 
 
 # KEYS: last boot, restarts hash. ARGV: started_at (epoch seconds), pid, upstream.
@@ -55,10 +61,16 @@ if last then return 1 end
 return 0
 """
 
-# KEYS: claim, reconnects hash. ARGV: session, claim ttl.
+# KEYS: claim, reconnects hash, recent reconnect times.
+# ARGV: session, claim ttl, event time (epoch s), event id, how long recent times are kept.
 _COUNT_ONCE: Final = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
   redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+  local at = tonumber(ARGV[3])
+  local keep = tonumber(ARGV[5])
+  redis.call('ZADD', KEYS[3], at, ARGV[4])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (at - keep))
+  redis.call('EXPIRE', KEYS[3], keep)
   return 1
 end
 return 0
@@ -87,12 +99,23 @@ async def count_reconnect(redis: aioredis.Redis, event: SessionStateEvent) -> No
         return
     await redis.eval(  # type: ignore[misc]
         _COUNT_ONCE,
-        2,
+        3,
         redis_keys.reconnect_seen_key(str(event.id)),
         RECONNECTS_KEY,
+        redis_keys.reconnect_times_key(event.session),
         event.session,
         str(EVENT_CLAIM_TTL_S),
+        f"{event.timestamp.timestamp():.6f}",
+        str(event.id),
+        str(RECENT_RECONNECTS_S),
     )
+
+
+async def recent_reconnects(redis: aioredis.Redis, session: str, since: datetime) -> int:
+    """Reconnect events the engine reported for `session` at or after `since` (at most
+    `RECENT_RECONNECTS_S` back: older ones are trimmed)."""
+    key = redis_keys.reconnect_times_key(session)
+    return int(await redis.zcount(key, f"{since.timestamp():.6f}", "+inf"))
 
 
 class BootWatch:
