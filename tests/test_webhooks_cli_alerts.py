@@ -55,7 +55,7 @@ def test_the_cli_adds_lists_tests_rotates_replays_and_removes(
     assert added.returncode == 0, added.stderr
     secret = added.stdout.strip().splitlines()[-1]
     assert secret.startswith("whsec_")
-    [row] = orjson.loads(_wapp(config, "webhooks", "list", "--json").stdout)
+    [row] = orjson.loads(_wapp(config, "webhooks", "list", "--json").stdout)["items"]
     assert (row["url"], row["eventTypes"]) == (receiver.url, ["session.state"])
     assert secret not in _wapp(config, "webhooks", "list").stdout
 
@@ -76,7 +76,7 @@ def test_the_cli_adds_lists_tests_rotates_replays_and_removes(
     assert _wapp(config, "webhooks", "replay", row["id"], "--since", "soon").returncode == 2
 
     assert _wapp(config, "webhooks", "rm", row["id"]).returncode == 0
-    assert orjson.loads(_wapp(config, "webhooks", "list", "--json").stdout) == []
+    assert orjson.loads(_wapp(config, "webhooks", "list", "--json").stdout) == {"items": []}
     missing = _wapp(config, "webhooks", "rm", row["id"])
     assert missing.returncode != 0
     assert "no webhook" in missing.stdout + missing.stderr

@@ -1,22 +1,30 @@
-"""`wapp webhooks list|add|rm|rotate|test|replay`: admin access over the same services as the API.
+"""`wapp webhooks list|show|add|rm|rotate|test|replay`: admin access over the same services
+as the API.
 
 Endpoints added here are admin-wide (every event) unless `--session` or `--key` narrows
-them. A secret is printed once, at creation or rotation.
+them. A secret is printed once, at creation or rotation. `--json` prints the API's answer
+to the same request (its models, camelCase), so a script can switch between the two.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from appliance.api.routes.webhooks import (
+    ReplayResult,
+    TestResultPublic,
+    WebhookList,
+    WebhookPublic,
+    WebhookWithSecret,
+)
 from appliance.cli.context import settings
 from appliance.cli.db_access import database
+from appliance.cli.output import JSON_OPTION, emit_json
 from appliance.db.models import Webhook
 from appliance.security.keyring import MasterKeyring
 from appliance.settings import Settings
@@ -26,17 +34,20 @@ from appliance.webhooks.crypto import SecretBox
 ADMIN = service.Scope(key_id=None, is_admin=True)
 
 
-def _row(w: Webhook) -> dict[str, Any]:
-    return {
-        "id": w.id,
-        "url": w.url,
-        "sessionId": w.session_id,
-        "ownerKeyId": w.owner_key_id,
-        "eventTypes": w.event_types,
-        "enabled": w.enabled,
-        "disabledReason": w.disabled_reason,
-        "createdAt": w.created_at.isoformat(),
-    }
+def _with_secret(created: service.Created) -> WebhookWithSecret:
+    public = WebhookPublic.of(created.webhook)
+    return WebhookWithSecret(**public.model_dump(), secret=created.secret)
+
+
+def _table(hooks: list[WebhookPublic]) -> Table:
+    table = Table("id", "url", "scope", "events", "enabled")
+    for w in hooks:
+        scope = (w.session_id and f"session {w.session_id}") or (
+            f"key {w.owner_key_id}" if w.owner_key_id else "all (admin)"
+        )
+        state = "yes" if w.enabled else f"no: {w.disabled_reason or ''}"
+        table.add_row(w.id, w.url, scope, ",".join(w.event_types or ["*"]), state)
+    return table
 
 
 def _box(s: Settings) -> SecretBox:
@@ -61,27 +72,37 @@ def register(app: typer.Typer) -> None:
     )
 
     @group.command("list")
-    def list_(
-        ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON output.")
-    ) -> None:
+    def list_(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
         """List endpoints (never their secrets)."""
 
         async def go() -> list[Webhook]:
             async with database(settings(ctx)) as sessions:
                 return await service.list_webhooks(sessions, scope=ADMIN)
 
-        rows = [_row(w) for w in asyncio.run(go())]
+        hooks = [WebhookPublic.of(w) for w in asyncio.run(go())]
         if as_json:
-            typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+            emit_json(WebhookList(items=hooks))
             return
-        table = Table("id", "url", "scope", "events", "enabled")
-        for r in rows:
-            scope = (r["sessionId"] and f"session {r['sessionId']}") or (
-                f"key {r['ownerKeyId']}" if r["ownerKeyId"] else "all (admin)"
-            )
-            state = "yes" if r["enabled"] else f"no: {r['disabledReason'] or ''}"
-            table.add_row(r["id"], r["url"], scope, ",".join(r["eventTypes"] or ["*"]), state)
-        Console().print(table)
+        Console().print(_table(hooks))
+
+    @group.command("show")
+    def show(
+        ctx: typer.Context, webhook_id: str = typer.Argument(...), as_json: bool = JSON_OPTION
+    ) -> None:
+        """One endpoint (never its secret)."""
+
+        async def go() -> Webhook:
+            async with database(settings(ctx)) as sessions:
+                return await service.get_webhook(sessions, scope=ADMIN, webhook_id=webhook_id)
+
+        hook = WebhookPublic.of(asyncio.run(go()))
+        if as_json:
+            emit_json(hook)
+            return
+        Console().print(_table([hook]))
+        expires = hook.previous_secret_expires_at
+        if expires is not None:
+            Console().print(f"the previous secret signs too until {expires}")
 
     @group.command("add")
     def add(
@@ -90,6 +111,7 @@ def register(app: typer.Typer) -> None:
         session: str | None = typer.Option(None, help="Only this session's events (id or name)."),
         key: str | None = typer.Option(None, help="Owned by this tenant key id (its sessions)."),
         event: list[str] = typer.Option([], "--event", help="Only this event type (repeat)."),
+        as_json: bool = JSON_OPTION,
     ) -> None:
         """Add an endpoint and print its secret once."""
         s = settings(ctx)
@@ -108,6 +130,9 @@ def register(app: typer.Typer) -> None:
                 )
 
         created = asyncio.run(go())
+        if as_json:
+            emit_json(_with_secret(created))
+            return
         Console().print(f"added webhook {created.webhook.id} -> {created.webhook.url}")
         Console().print("signing secret (store it now, it is not shown again):")
         typer.echo(created.secret)
@@ -130,6 +155,7 @@ def register(app: typer.Typer) -> None:
         overlap_s: float | None = typer.Option(
             None, min=0, help="Old secret keeps signing this long (default: config)."
         ),
+        as_json: bool = JSON_OPTION,
     ) -> None:
         """New signing secret; both sign during the overlap window."""
         s = settings(ctx)
@@ -146,6 +172,9 @@ def register(app: typer.Typer) -> None:
                 )
 
         rotated = asyncio.run(go())
+        if as_json:
+            emit_json(_with_secret(rotated))
+            return
         until = rotated.webhook.previous_secret_expires_at
         Console().print(
             f"rotated {webhook_id}; old secret signs until {until or 'now (no overlap)'}"
@@ -153,7 +182,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(rotated.secret)
 
     @group.command("test")
-    def test(ctx: typer.Context, webhook_id: str = typer.Argument(...)) -> None:
+    def test(
+        ctx: typer.Context, webhook_id: str = typer.Argument(...), as_json: bool = JSON_OPTION
+    ) -> None:
         """Send a signed `webhook.test` event now; exit 1 unless the receiver answers 2xx."""
         s = settings(ctx)
 
@@ -164,11 +195,22 @@ def register(app: typer.Typer) -> None:
                 )
 
         result = asyncio.run(go())
-        Console().print(
-            f"{'ok' if result.ok else 'FAILED'}: status={result.status_code} "
-            f"latency={result.latency_ms}ms webhook-id={result.event_id}"
-            + (f" error={result.error}" if result.error else "")
-        )
+        if as_json:
+            emit_json(
+                TestResultPublic(
+                    ok=result.ok,
+                    event_id=result.event_id,
+                    status_code=result.status_code,
+                    latency_ms=result.latency_ms,
+                    error=result.error,
+                )
+            )
+        else:
+            Console().print(
+                f"{'ok' if result.ok else 'FAILED'}: status={result.status_code} "
+                f"latency={result.latency_ms}ms webhook-id={result.event_id}"
+                + (f" error={result.error}" if result.error else "")
+            )
         if not result.ok:
             raise typer.Exit(1)
 
@@ -178,6 +220,7 @@ def register(app: typer.Typer) -> None:
         webhook_id: str = typer.Argument(...),
         since: str = typer.Option(..., help="ISO 8601 time, or 30m / 2h / 1d back from now."),
         failed_only: bool = typer.Option(False, help="Only failed and dead-lettered deliveries."),
+        as_json: bool = JSON_OPTION,
     ) -> None:
         """Send again the deliveries of events since a time, with their webhook-id."""
         at = _since(since)
@@ -192,6 +235,10 @@ def register(app: typer.Typer) -> None:
                     include_delivered=not failed_only,
                 )
 
-        Console().print(f"requeued {asyncio.run(go())} deliveries of {webhook_id}")
+        requeued = asyncio.run(go())
+        if as_json:
+            emit_json(ReplayResult(requeued=requeued))
+            return
+        Console().print(f"requeued {requeued} deliveries of {webhook_id}")
 
     app.add_typer(group, name="webhooks")
