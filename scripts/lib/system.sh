@@ -114,8 +114,8 @@ prune_releases() {
 }
 
 install_wrapper() {
-  mkdir -p -m 0755 "$(dirname "$BIN")"
-  cat > "$BIN.tmp" <<WRAPPER
+  local text
+  text=$(cat <<WRAPPER
 #!/bin/sh
 # wapp on the PATH (install.sh): the system install's CLI with its config, from any
 # directory. Run by root, it becomes the service's user, so that no file in the data dir
@@ -127,8 +127,13 @@ if [ "\$(id -u)" -eq 0 ]; then
 fi
 exec $OPT/.venv/bin/wapp "\$@"
 WRAPPER
+)
+  # Compared before writing: even a temporary file would change the directory's mtime.
+  if [ -f "$BIN" ] && [ "$(cat "$BIN")" = "$text" ]; then return 0; fi
+  mkdir -p -m 0755 "$(dirname "$BIN")"
+  printf '%s\n' "$text" > "$BIN.tmp"
   chmod 0755 "$BIN.tmp"
-  if cmp -s "$BIN.tmp" "$BIN"; then rm -f "$BIN.tmp"; else mv "$BIN.tmp" "$BIN"; fi
+  mv "$BIN.tmp" "$BIN"
 }
 
 install_unit() {
@@ -225,8 +230,15 @@ do_upgrade() {
   say "stopping wapp"
   stop_service
   say "backing up the database and Redis"
-  backup=$(as_service_user service backup | awk '{print $1}')
+  if ! backup=$(as_service_user service backup | awk '{print $1}') || [ ! -d "$backup" ]; then
+    rm -rf "$new"
+    start_service
+    die "the backup failed: nothing was changed ($(basename "$cur") is still installed)"
+  fi
   echo "backup: $backup"
+  # The new code may add config fields the old code does not know: a rollback puts the
+  # config back as it was, owner and mode included.
+  cp -p "$CONFIG" "$backup/config.toml"
   switch_to "$new"
   install_wrapper
   configure
@@ -234,10 +246,13 @@ do_upgrade() {
   if ! as_service_user db upgrade; then
     echo "MIGRATION FAILED: rolling back to $(basename "$cur") and the data of $backup" >&2
     switch_to "$cur"
-    as_service_user service restore "$backup" >&2
+    cp -p "$backup/config.toml" "$CONFIG"
+    as_service_user service restore "$backup" >&2 \
+      || die "the restore failed too: the previous code is back, its data is in $backup (wapp service restore $backup)"
     install_unit "$cur"
+    rm -rf "$new"
     start_service
-    echo "rolled back: wapp runs the previous code ($(basename "$cur")) with the data from before the upgrade" >&2
+    echo "rolled back: wapp runs the previous code ($(basename "$cur")) with the data and config from before the upgrade (backup: $backup)" >&2
     return 1
   fi
   install_unit "$OPT"
