@@ -32,7 +32,8 @@ MESSAGES = 45
 
 
 @pytest.fixture
-def watched_stack(stack_dir: StackDir, post_receiver: PostReceiver) -> StackDir:  # noqa: F811
+def watched_stack(watched_stack_dir: StackDir, post_receiver: PostReceiver) -> StackDir:  # noqa: F811
+    stack_dir = watched_stack_dir
     with stack_dir.config.open("a", encoding="utf-8") as config:
         config.write(
             "[watchdog]\n"
