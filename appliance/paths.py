@@ -75,10 +75,18 @@ def secure_sqlite_files(database: Path, *, data_dir: Path) -> None:
     """
     if database.parent == data_dir:
         secure_data_dir(data_dir)
+    # O_EXCL: never open (and so never close) an existing database. Closing any fd on
+    # it drops every POSIX lock this process holds there, among them the SHARED locks
+    # of its live WAL connections; another process (a `wapp` command) closing its own
+    # connection then believes it is the last, checkpoints and deletes the -wal and
+    # -shm under them, and every later query here fails with "disk I/O error".
     try:
-        fd = os.open(database, os.O_WRONLY | os.O_CREAT, DB_FILE_MODE)
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_FILE_MODE)
+    except FileExistsError:
+        pass
     except OSError:
         return  # e.g. no such dir: SQLite's own open fails next, with the driver's error
-    os.close(fd)
+    else:
+        os.close(fd)
     for path in (database, *(Path(f"{database}{side}") for side in SQLITE_SIDE_FILES)):
         tighten(path, DB_FILE_MODE)
