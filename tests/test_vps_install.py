@@ -98,7 +98,7 @@ def test_a_failed_migration_rolls_back_code_data_and_config(installed: Install) 
 
     assert result.returncode != 0, out
     assert "MIGRATION FAILED" in out
-    assert f"rolled back: wapp runs the previous code ({release.name})" in out
+    assert f"rolled back: the previous code ({release.name}) runs again" in out
     assert installed.opt.resolve() == release
     # The half-built release is gone: only what was there before.
     assert sorted(p.name for p in (installed.root / "opt/wapp.d").iterdir()) == releases

@@ -252,7 +252,7 @@ do_upgrade() {
     install_unit "$cur"
     rm -rf "$new"
     start_service
-    echo "rolled back: wapp runs the previous code ($(basename "$cur")) with the data and config from before the upgrade (backup: $backup)" >&2
+    echo "rolled back: the previous code ($(basename "$cur")) runs again with the data and config from before the upgrade (backup: $backup)" >&2
     return 1
   fi
   install_unit "$OPT"
