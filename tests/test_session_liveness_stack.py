@@ -61,13 +61,17 @@ def store(stuck_bound_stack: StackDir) -> Iterator[redis.Redis]:
 
 
 def program_pid(stack: StackDir, name: str) -> int:
-    supervisor = connect(StackLayout.of(load_settings(stack.config)))
-    assert supervisor is not None
-    with supervisor:
-        (program,) = [p for p in supervisor.status().programs if p.name == name]
-    assert program.running
-    assert program.pid is not None
-    return program.pid
+    """The program's pid once supervisord has it running (a restart can take a while)."""
+
+    def running_pid() -> int | None:
+        supervisor = connect(StackLayout.of(load_settings(stack.config)))
+        assert supervisor is not None
+        with supervisor:
+            (program,) = [p for p in supervisor.status().programs if p.name == name]
+        return program.pid if program.running else None
+
+    pid: int = wait_for(f"{name} running", running_pid, timeout=60)
+    return pid
 
 
 def sandbox_beat(store: redis.Redis) -> EngineHeartbeat | None:
